@@ -1,0 +1,65 @@
+# nexus-sync build. `make` builds every worker and tool into bin/;
+# `make test` runs the whole suite (unit and real-stack tests);
+# `make demo` runs the main job (see README.md).
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 \
+           -Wno-format-nonliteral -Icommon -MMD -MP
+LDLIBS  += -lrdkafka -lpq -lcurl -lcjson -lconfig -lm
+
+BUILD   ?= build
+BIN     ?= bin
+
+COMMON_SRC  := $(wildcard common/*.c)
+COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+WORKER_SRC  := $(wildcard workers/*.c)
+TOOL_SRC    := $(wildcard tools/*.c)
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%)
+UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all unit test test-unit asan demo stack-up stack-down clean fuzz chaos bench
+
+all: $(PROGRAMS) $(UNIT_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libnexus.a: $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BIN)/%: $(BUILD)/workers/%.o $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BIN)/%: $(BUILD)/tools/%.o $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+unit: $(UNIT_BINS)
+
+# The unit tests again, built with AddressSanitizer and UBSan.
+asan:
+	$(MAKE) BUILD=build/asan BIN=build/asan/bin \
+	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	    LDFLAGS="-fsanitize=address,undefined" all
+
+# The whole suite: installs what is missing, starts the local stack when a
+# test needs it, and ends with pytest's summary line.
+test:
+	bash tests/run
+
+demo:
+	bash deploy/local/demo
+
+clean:
+	rm -rf $(BUILD) $(BIN)
+
+-include $(COMMON_OBJ:.o=.d) $(WORKER_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d)

@@ -1,0 +1,34 @@
+/*
+ * log.h - leveled logging to stderr, plain text or JSON lines.
+ *
+ * The level is tested before any formatting. Messages follow PostgreSQL's
+ * wording: lower case, no final period, what failed and why. Lines that
+ * concern one Kafka message carry its topic, partition, offset and key
+ * through log_event().
+ */
+#ifndef NS_LOG_H
+#define NS_LOG_H
+
+#include <stdint.h>
+
+enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+/* Set once at start-up, before threads: level, JSON output, process name. */
+void log_setup(enum log_level level, int json, const char *name);
+
+/* Parse "error", "warn", "info", "debug"; -1 when unknown. */
+int log_level_parse(const char *s);
+
+/* Non-zero when a message at this level would be written. */
+int log_enabled(enum log_level level);
+
+void log_msg(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Like log_msg, with the Kafka position and entity key of one event.
+ * topic and key may be NULL. */
+void log_event(enum log_level level, const char *topic, int32_t partition,
+               int64_t offset, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+#endif
