@@ -1,0 +1,58 @@
+/*
+ * neo4j.h - Neo4j client over the HTTP transactional endpoint.
+ *
+ * One call runs a list of statements in one transaction with one request:
+ * POST {url}/db/{db}/tx/commit. We use this endpoint rather than the Query
+ * API because it takes several statements per request, so a whole batch is
+ * one round trip and one transaction. libcurl keeps the connection alive.
+ */
+#ifndef NS_NEO4J_H
+#define NS_NEO4J_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+struct cJSON;
+struct neo4j_client;
+
+struct neo4j_stmt {
+    const char *cypher;            /* statement text (borrowed) */
+    const struct cJSON *params;    /* parameter object (borrowed) or NULL */
+};
+
+/*
+ * Create a client. url is the HTTP root ("http://127.0.0.1:57474"),
+ * db the database name, timeout_ms the whole-request timeout. Nothing is
+ * sent yet. On success *out is owned by the caller (neo4j_client_free).
+ */
+enum ns_err neo4j_client_new(const char *url, const char *db,
+                             const char *user, const char *password,
+                             long timeout_ms, struct neo4j_client **out,
+                             char *errstr, size_t errstr_size);
+
+/* Close the connection and free; NULL ok. */
+void neo4j_client_free(struct neo4j_client *nc);
+
+/*
+ * Run n statements in one transaction.
+ *
+ * On success returns NS_OK and, when results is not NULL, *results is the
+ * response's "results" array (one {"columns":[...],"data":[{"row":[...]}]}
+ * per statement), owned by the caller (cJSON_Delete).
+ *
+ * On failure nothing was committed, *results is NULL and:
+ *  - NS_ERR_NEO4J_TRANSIENT: connection refused/reset, timeout, HTTP 5xx,
+ *    Neo.TransientError.*, Neo.DatabaseError.*, and Neo.ClientError.Security.*
+ *    (credentials are not the event's fault): retry later;
+ *  - NS_ERR_NEO4J_PERMANENT: any other Neo.ClientError.* (syntax, type,
+ *    constraint): the statements or their data are wrong.
+ * errstr gets "code: message". *failed_stmt (if not NULL) gets the index of
+ * the statement that failed when it can be told (the number of results
+ * returned before the error), else n.
+ */
+enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
+                      size_t n, struct cJSON **results, size_t *failed_stmt,
+                      char *errstr, size_t errstr_size);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * pgstatus.h - the workers' write-back of sync state into PostgreSQL.
+ *
+ * After a batch is committed to Neo4j (or its bad events acknowledged by the
+ * DLQ), one UPDATE per (table, outcome) records the outcome on the source
+ * rows, all in one PostgreSQL transaction, values passed as arrays with
+ * PQexecParams, never spliced into SQL. Column and table names come only
+ * from the mapping.
+ *
+ * SUCCESS sets sync_status, last_sync_timestamp = now(), last_sync_error =
+ * NULL and the Neo4j element id (node_id_column / rel_id_column when the
+ * mapping has one), only where pg_version still equals the applied version:
+ * an older apply never marks a newer row as synced. FAILED sets sync_status,
+ * sync_attempts + 1 and last_sync_error whatever the version.
+ */
+#ifndef NS_PGSTATUS_H
+#define NS_PGSTATUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "mapping.h"
+
+struct pg_status;
+
+enum pg_status_outcome { PG_STATUS_SUCCESS = 0, PG_STATUS_FAILED };
+
+struct pg_status_row {
+    const struct mapping_table *tbl;
+    enum pg_status_outcome outcome;
+    const char *keys[2];      /* key column values in tbl->key_columns order */
+    int64_t version;          /* applied pg_version; SUCCESS only */
+    const char *element_id;   /* Neo4j elementId or NULL; SUCCESS only */
+    const char *error;        /* reason; FAILED only */
+};
+
+/*
+ * Create a writer for a libpq connection string. Connects lazily: the
+ * first write connects, a broken connection is re-opened on the next call.
+ * On success *out is owned by the caller (pg_status_free).
+ */
+enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
+                          struct pg_status **out, char *errstr,
+                          size_t errstr_size);
+
+/* Close and free; NULL ok. */
+void pg_status_free(struct pg_status *ps);
+
+/*
+ * Write n rows (any tables, any outcomes) in one transaction.
+ * NS_ERR_PG_TRANSIENT when the server is unreachable or the connection
+ * broke (nothing written; retry), NS_ERR_PG_PERMANENT when the server
+ * rejected a statement (a bug or a schema mismatch), detail in errstr.
+ */
+enum ns_err pg_status_write(struct pg_status *ps,
+                            const struct pg_status_row *rows, size_t n,
+                            char *errstr, size_t errstr_size);
+
+#endif
