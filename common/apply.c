@@ -1,0 +1,235 @@
+#include "apply.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "buf.h"
+#include "cypher.h"
+#include "log.h"
+
+#define APPLY_STMT_MAX (256u * 1024u)
+
+/* One UNWIND statement and the changes it carries. */
+struct group {
+    const struct mapping_table *tbl;
+    enum change_action action;
+    uint64_t shape;
+    size_t *members;          /* indexes into changes */
+    size_t count;
+    struct buf text;
+    cJSON *params;            /* {"rows": [...]} with references */
+};
+
+static void groups_free(struct group *groups, size_t n)
+{
+    for (size_t i = 0; groups && i < n; i++) {
+        free(groups[i].members);
+        buf_free(&groups[i].text);
+        cJSON_Delete(groups[i].params);
+    }
+    free(groups);
+}
+
+/* Build the groups for the changes whose index is in idx[0..n). */
+static enum ns_err build_groups(const struct mapping *map,
+                                const struct change *changes,
+                                const size_t *idx, size_t n,
+                                struct group **out, size_t *out_count)
+{
+    struct group *groups = calloc(n ? n : 1, sizeof(*groups));
+    size_t count = 0;
+    enum ns_err err = NS_OK;
+
+    if (!groups)
+        return NS_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const struct change *ch = &changes[idx[i]];
+        struct group *g = NULL;
+        cJSON *rows;
+
+        for (size_t j = 0; j < count; j++)
+            if (groups[j].tbl == ch->tbl && groups[j].action == ch->action &&
+                groups[j].shape == ch->shape) {
+                g = &groups[j];
+                break;
+            }
+        if (!g) {
+            g = &groups[count++];
+            g->tbl = ch->tbl;
+            g->action = ch->action;
+            g->shape = ch->shape;
+            g->members = calloc(n, sizeof(size_t));
+            buf_init(&g->text, APPLY_STMT_MAX);
+            g->params = cJSON_CreateObject();
+            if (!g->members || !g->params ||
+                !cJSON_AddArrayToObject(g->params, "rows")) {
+                err = NS_ERR_NOMEM;
+                goto cleanup;
+            }
+            err = cypher_statement(map, g->tbl, g->action, g->shape, &g->text);
+            if (err)
+                goto cleanup;
+        }
+        rows = cJSON_GetObjectItemCaseSensitive(g->params, "rows");
+        if (!cJSON_AddItemReferenceToArray(rows, ch->row)) {
+            err = NS_ERR_NOMEM;
+            goto cleanup;
+        }
+        g->members[g->count++] = idx[i];
+    }
+
+cleanup:
+    if (err) {
+        groups_free(groups, count);
+        return err;
+    }
+    *out = groups;
+    *out_count = count;
+    return NS_OK;
+}
+
+static const char *row_str(const cJSON *row, int i)
+{
+    const cJSON *v = cJSON_GetArrayItem(row, i);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Mark a group's changes from its statement result: returned rows were
+ * applied (with their element id), missing ones kept out by the guards. */
+static void record_group(const struct group *g, const struct change *changes,
+                         const cJSON *result, struct apply_result *results)
+{
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(result, "data");
+    const cJSON *rec;
+    int is_node = g->tbl->kind == MAPPING_NODE;
+
+    for (size_t m = 0; m < g->count; m++)
+        results[g->members[m]].status =
+            g->action == CHANGE_DELETE ? APPLY_APPLIED : APPLY_SKIPPED;
+    if (g->action == CHANGE_DELETE)
+        return;
+    cJSON_ArrayForEach(rec, data) {
+        const cJSON *row = cJSON_GetObjectItemCaseSensitive(rec, "row");
+        const char *k1 = row_str(row, 0);
+        const char *k2 = is_node ? NULL : row_str(row, 1);
+        const char *eid = row_str(row, is_node ? 2 : 3);
+
+        for (size_t m = 0; k1 && m < g->count; m++) {
+            const struct change *ch = &changes[g->members[m]];
+            const cJSON *ka = cJSON_GetObjectItemCaseSensitive(
+                ch->row, is_node ? "k" : "a");
+            const cJSON *kb = is_node ? NULL
+                              : cJSON_GetObjectItemCaseSensitive(ch->row, "b");
+            if (strcmp(ka->valuestring, k1) != 0 ||
+                (!is_node && (!k2 || strcmp(kb->valuestring, k2) != 0)))
+                continue;
+            results[g->members[m]].status = APPLY_APPLIED;
+            snprintf(results[g->members[m]].element_id,
+                     sizeof(results[0].element_id), "%s", eid ? eid : "");
+            break;
+        }
+    }
+}
+
+/* One transaction over the changes idx[0..n). */
+static enum ns_err run_once(struct neo4j_client *nc, const struct mapping *map,
+                            const struct change *changes, const size_t *idx,
+                            size_t n, struct apply_result *results,
+                            struct apply_stats *stats, char *errstr,
+                            size_t errstr_size)
+{
+    struct group *groups = NULL;
+    struct neo4j_stmt *stmts = NULL;
+    cJSON *res = NULL;
+    size_t count = 0, failed = 0;
+    enum ns_err err;
+
+    err = build_groups(map, changes, idx, n, &groups, &count);
+    if (err) {
+        snprintf(errstr, errstr_size, "could not build statements: %s",
+                 ns_err_str(err));
+        goto cleanup;
+    }
+    stmts = calloc(count ? count : 1, sizeof(*stmts));
+    if (!stmts) {
+        err = NS_ERR_NOMEM;
+        goto cleanup;
+    }
+    for (size_t i = 0; i < count; i++) {
+        stmts[i].cypher = buf_str(&groups[i].text);
+        stmts[i].params = groups[i].params;
+    }
+    stats->transactions++;
+    stats->statements += (unsigned)count;
+    err = neo4j_run(nc, stmts, count, &res, &failed, errstr, errstr_size);
+    if (err)
+        goto cleanup;
+    for (size_t i = 0; i < count; i++)
+        record_group(&groups[i], changes, cJSON_GetArrayItem(res, (int)i),
+                     results);
+
+cleanup:
+    cJSON_Delete(res);
+    free(stmts);
+    groups_free(groups, count);
+    return err;
+}
+
+enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
+                          const struct change *changes, size_t n,
+                          struct apply_result *results,
+                          struct apply_stats *stats, char *errstr,
+                          size_t errstr_size)
+{
+    size_t *idx = NULL;
+    enum ns_err err = NS_OK;
+
+    memset(stats, 0, sizeof(*stats));
+    for (size_t i = 0; i < n; i++)
+        memset(&results[i], 0, sizeof(results[i]));
+    if (n == 0)
+        return NS_OK;
+    idx = malloc(n * sizeof(*idx));
+    if (!idx)
+        return NS_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+
+    err = run_once(nc, map, changes, idx, n, results, stats, errstr,
+                   errstr_size);
+    if (err != NS_ERR_NEO4J_PERMANENT || n == 1) {
+        if (err == NS_ERR_NEO4J_PERMANENT) {
+            results[0].status = APPLY_FAILED;
+            snprintf(results[0].reason, sizeof(results[0].reason), "%s",
+                     errstr);
+            err = NS_OK;
+        }
+        goto cleanup;
+    }
+
+    /* Split: apply each change alone so one bad row cannot hold back the
+     * others. Rare, so simplicity wins over fewer round trips. */
+    log_msg(LOG_WARN, "batch of %zu changes rejected by Neo4j, applying them "
+            "one by one: %s", n, errstr);
+    for (size_t i = 0; i < n; i++) {
+        char why[512];
+
+        err = run_once(nc, map, changes, &idx[i], 1, results, stats, why,
+                       sizeof(why));
+        if (err == NS_ERR_NEO4J_PERMANENT) {
+            results[i].status = APPLY_FAILED;
+            snprintf(results[i].reason, sizeof(results[i].reason), "%.250s", why);
+            err = NS_OK;
+        } else if (err) {
+            snprintf(errstr, errstr_size, "%s", why);
+            goto cleanup;
+        }
+    }
+
+cleanup:
+    free(idx);
+    return err;
+}

@@ -1,0 +1,289 @@
+#include "change.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "convert.h"
+
+void change_clear(struct change *ch)
+{
+    cJSON_Delete(ch->row);
+    ch->row = NULL;
+}
+
+/* A key value as a string: key columns hold uuids in our schema, but any
+ * string or integer key is accepted. */
+static enum ns_err key_value(const cJSON *img, const char *column, char *out,
+                             size_t out_size, char *errstr, size_t errstr_size)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(img, column);
+
+    if (cJSON_IsString(v) && v->valuestring[0] &&
+        strlen(v->valuestring) < out_size &&
+        strcmp(v->valuestring, CONVERT_UNAVAILABLE) != 0) {
+        snprintf(out, out_size, "%s", v->valuestring);
+        return NS_OK;
+    }
+    if (cJSON_IsNumber(v) && v->valuedouble == (double)(long long)v->valuedouble) {
+        snprintf(out, out_size, "%lld", (long long)v->valuedouble);
+        return NS_OK;
+    }
+    snprintf(errstr, errstr_size, "key column %s is %s", column,
+             v == NULL ? "missing"
+             : cJSON_IsNull(v) ? "null"
+             : cJSON_IsString(v) ? "an empty, oversized or unavailable string"
+                                 : "not a string or integer");
+    return NS_ERR_SCHEMA;
+}
+
+static int64_t row_version(const struct mapping *map, const cJSON *img)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(img, map->sync.version);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : -1;
+}
+
+static int column_unchanged(const cJSON *before, const cJSON *after,
+                            const char *column)
+{
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(before, column);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(after, column);
+
+    if (convert_is_unavailable(a))
+        return 1;
+    if (!a || !b)
+        return a == b;
+    return cJSON_Compare(a, b, 1);
+}
+
+/* An update whose mapped columns, keys and version are all unchanged is
+ * the echo of our own write-back of sync columns. */
+static int update_is_bookkeeping(const struct mapping *map,
+                                 const struct mapping_table *tbl,
+                                 const struct event *ev)
+{
+    if (ev->op != EVENT_OP_UPDATE || !ev->before)
+        return 0;
+    if (!column_unchanged(ev->before, ev->after, map->sync.version))
+        return 0;
+    for (size_t i = 0; i < tbl->key_count; i++)
+        if (!column_unchanged(ev->before, ev->after, tbl->key_columns[i]))
+            return 0;
+    for (size_t i = 0; i < tbl->prop_count; i++)
+        if (!column_unchanged(ev->before, ev->after, tbl->props[i].column))
+            return 0;
+    for (size_t i = 0; i < tbl->parent_count; i++)
+        if (!column_unchanged(ev->before, ev->after, tbl->parents[i].column))
+            return 0;
+    return 1;
+}
+
+static enum ns_err add_number(cJSON *obj, const char *name, double v)
+{
+    return cJSON_AddNumberToObject(obj, name, v) ? NS_OK : NS_ERR_NOMEM;
+}
+
+enum ns_err change_from_event(const struct mapping *map,
+                              const struct mapping_table *tbl,
+                              const struct event *ev, size_t msg_index,
+                              struct change *out, enum change_result *result,
+                              char *errstr, size_t errstr_size)
+{
+    const cJSON *img;
+    cJSON *row = NULL, *props = NULL, *parents = NULL;
+    struct change ch;
+    enum ns_err err = NS_OK;
+
+    memset(&ch, 0, sizeof(ch));
+    *result = CHANGE_SKIP;
+    if (ev->op == EVENT_OP_MESSAGE)
+        return NS_OK;
+    if (ev->op == EVENT_OP_TRUNCATE) {
+        snprintf(errstr, errstr_size, "truncate of %s cannot be applied row "
+                 "by row; repair with nexus-verify --repair", tbl->table);
+        return NS_ERR_SCHEMA;
+    }
+    if (tbl->kind == MAPPING_NONE) {
+        snprintf(errstr, errstr_size, "table %s has no graph element",
+                 tbl->table);
+        return NS_ERR_SCHEMA;
+    }
+    if (update_is_bookkeeping(map, tbl, ev))
+        return NS_OK;
+
+    img = event_row(ev);
+    ch.tbl = tbl;
+    ch.action = ev->op == EVENT_OP_DELETE ? CHANGE_DELETE : CHANGE_UPSERT;
+    ch.msg_index = msg_index;
+    ch.lsn = ev->lsn;
+    ch.version = row_version(map, img);
+    if (ev->lsn < 0) {
+        snprintf(errstr, errstr_size, "event has no source.lsn");
+        return NS_ERR_SCHEMA;
+    }
+
+    row = cJSON_CreateObject();
+    if (!row) {
+        err = NS_ERR_NOMEM;
+        goto cleanup;
+    }
+    for (size_t i = 0; i < tbl->key_count; i++) {
+        err = key_value(img, tbl->key_columns[i], ch.key_values[i],
+                        sizeof(ch.key_values[i]), errstr, errstr_size);
+        if (err)
+            goto cleanup;
+    }
+    if (tbl->kind == MAPPING_NODE) {
+        if (!cJSON_AddStringToObject(row, "k", ch.key_values[0])) {
+            err = NS_ERR_NOMEM;
+            goto cleanup;
+        }
+        snprintf(ch.key, sizeof(ch.key), "%s|%s", tbl->table,
+                 ch.key_values[0]);
+    } else {
+        char a[64], b[64];
+        err = key_value(img, tbl->from.column, a, sizeof(a), errstr,
+                        errstr_size);
+        if (!err)
+            err = key_value(img, tbl->to.column, b, sizeof(b), errstr,
+                            errstr_size);
+        if (err)
+            goto cleanup;
+        if (!cJSON_AddStringToObject(row, "a", a) ||
+            !cJSON_AddStringToObject(row, "b", b)) {
+            err = NS_ERR_NOMEM;
+            goto cleanup;
+        }
+        snprintf(ch.key, sizeof(ch.key), "%s|%s|%s", tbl->table, a, b);
+    }
+    err = add_number(row, "lsn", (double)ev->lsn);
+    if (!err)
+        err = add_number(row, "ts", (double)(ev->ts_ms >= 0 ? ev->ts_ms : 0));
+    if (!err && ch.version >= 0)
+        err = add_number(row, "v", (double)ch.version);
+    else if (!err && !cJSON_AddNullToObject(row, "v"))
+        err = NS_ERR_NOMEM;
+    if (err)
+        goto cleanup;
+
+    if (ch.action == CHANGE_UPSERT) {
+        props = cJSON_AddObjectToObject(row, "p");
+        if (!props) {
+            err = NS_ERR_NOMEM;
+            goto cleanup;
+        }
+        for (size_t i = 0; i < tbl->prop_count; i++) {
+            const struct mapping_property *prop = &tbl->props[i];
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(img, prop->column);
+            int scale = prop->scale >= 0 ? prop->scale
+                        : event_column_scale(ev, prop->column);
+            cJSON *pv = NULL;
+            char why[256];
+
+            if (convert_is_unavailable(v))
+                continue;
+            err = convert_value(v, prop->type, scale, &pv, why, sizeof(why));
+            if (err) {
+                snprintf(errstr, errstr_size, "column %s: %s", prop->column,
+                         why);
+                goto cleanup;
+            }
+            cJSON_AddItemToObject(props, prop->property, pv);
+            ch.shape |= UINT64_C(1) << i;
+        }
+        if (tbl->kind == MAPPING_NODE && tbl->parent_count) {
+            parents = cJSON_AddArrayToObject(row, "par");
+            if (!parents) {
+                err = NS_ERR_NOMEM;
+                goto cleanup;
+            }
+            for (size_t i = 0; i < tbl->parent_count; i++) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+                    img, tbl->parents[i].column);
+                cJSON *pv = NULL;
+                char why[256];
+
+                if (convert_is_unavailable(v)) {
+                    snprintf(errstr, errstr_size, "parent column %s is "
+                             "unavailable", tbl->parents[i].column);
+                    err = NS_ERR_SCHEMA;
+                    goto cleanup;
+                }
+                err = convert_value(v, COL_UUID, -1, &pv, why, sizeof(why));
+                if (err) {
+                    snprintf(errstr, errstr_size, "parent column %s: %s",
+                             tbl->parents[i].column, why);
+                    goto cleanup;
+                }
+                cJSON_AddItemToArray(parents, pv);
+            }
+        }
+    }
+
+    ch.row = row;
+    row = NULL;
+    *out = ch;
+    *result = CHANGE_READY;
+
+cleanup:
+    if (err == NS_ERR_NOMEM)
+        snprintf(errstr, errstr_size, "out of memory");
+    cJSON_Delete(row);
+    return err;
+}
+
+/* Carry properties present in older but left out of newer (TOAST). */
+static void carry_unavailable(struct change *newer, const struct change *older)
+{
+    cJSON *np = cJSON_GetObjectItemCaseSensitive(newer->row, "p");
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(older->row, "p");
+    const struct mapping_table *tbl = newer->tbl;
+
+    for (size_t i = 0; i < tbl->prop_count; i++) {
+        uint64_t bit = UINT64_C(1) << i;
+        const cJSON *v;
+        cJSON *dup;
+
+        if ((newer->shape & bit) || !(older->shape & bit))
+            continue;
+        v = cJSON_GetObjectItemCaseSensitive(op, tbl->props[i].property);
+        dup = cJSON_Duplicate(v, 1);
+        if (!dup)
+            continue; /* left out: the property keeps its stored value */
+        cJSON_AddItemToObject(np, tbl->props[i].property, dup);
+        newer->shape |= bit;
+    }
+}
+
+size_t change_coalesce(struct change *changes, size_t n)
+{
+    size_t kept = 0;
+
+    /* Quadratic in the worst case, but batches are a few thousand rows and
+     * most keys are distinct; a later change replaces an earlier one. */
+    for (size_t i = 0; i < n; i++) {
+        size_t j;
+        for (j = 0; j < kept; j++)
+            if (changes[j].tbl == changes[i].tbl &&
+                strcmp(changes[j].key, changes[i].key) == 0)
+                break;
+        if (j == kept) {
+            if (kept != i)
+                changes[kept] = changes[i];
+            kept++;
+            continue;
+        }
+        if (changes[i].action == CHANGE_UPSERT &&
+            changes[j].action == CHANGE_UPSERT)
+            carry_unavailable(&changes[i], &changes[j]);
+        change_clear(&changes[j]);
+        /* keep arrival order of the latest: move it to the end */
+        memmove(&changes[j], &changes[j + 1], (kept - j - 1) * sizeof(*changes));
+        changes[kept - 1] = changes[i];
+    }
+    for (size_t i = kept; i < n; i++)
+        changes[i].row = NULL;
+    return kept;
+}

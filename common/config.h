@@ -1,0 +1,81 @@
+/*
+ * config.h - a worker's settings: one libconfig file plus environment
+ * overrides, loaded and validated once at start-up, then read-only.
+ *
+ * File (all optional; see deploy/worker.cfg):
+ *   mapping = "schemas/mapping.cfg";
+ *   group_id = "nexus-<worker>";
+ *   lanes = ["critical", "high"];        # default: every lane it owns
+ *   batch = { max_events = 1000; max_ms = 50; };
+ *   retry = { initial_ms = 200; max_ms = 30000; };
+ *   log = { level = "info"; json = false; };
+ *   kafka = { "bootstrap.servers" = "127.0.0.1:59092"; ... };  # passed
+ *                                        # to librdkafka key by key
+ *   neo4j = { url = ...; database = "neo4j"; user = ...; password = ...;
+ *             timeout_ms = 30000; };
+ *   postgres = { conninfo = "host=... port=... dbname=... user=..." ;
+ *                password = ...; };
+ * Environment (wins over the file): NEXUS_MAPPING, NEXUS_GROUP_ID,
+ * NEXUS_LANES (comma list), NEXUS_BATCH_MAX, NEXUS_BATCH_MS,
+ * NEXUS_LOG_LEVEL, NEXUS_LOG_JSON, NEXUS_KAFKA_BOOTSTRAP, NEXUS_NEO4J_URL,
+ * NEXUS_NEO4J_DB, NEXUS_NEO4J_USER, NEXUS_NEO4J_PASSWORD,
+ * NEXUS_PG_HOST, NEXUS_PG_PORT, NEXUS_PG_DB, NEXUS_WRITER_USER,
+ * NEXUS_WRITER_PASSWORD. Every *_PASSWORD also reads from a file named by
+ * *_PASSWORD_FILE.
+ */
+#ifndef NS_CONFIG_H
+#define NS_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "err.h"
+#include "mapping.h"
+
+#define CONFIG_MAX_KAFKA_PROPS 64
+
+struct config {
+    char worker[64];
+    char mapping_path[512];
+    char group_id[128];
+    int lanes[LANE__COUNT];          /* non-zero: consume this lane */
+    int batch_max_events;
+    int batch_max_ms;
+    int retry_initial_ms;
+    int retry_max_ms;
+    int log_level;
+    int log_json;
+    /* name/value pairs for librdkafka, NULL-terminated */
+    char *kafka_props[2 * CONFIG_MAX_KAFKA_PROPS + 1];
+    size_t kafka_prop_count;
+    char neo4j_url[512];
+    char neo4j_db[64];
+    char neo4j_user[128];
+    char neo4j_password[256];
+    long neo4j_timeout_ms;
+    char pg_conninfo[1024];          /* without the password */
+    char pg_password[256];
+};
+
+/*
+ * Load path (NULL: defaults and environment only) for worker. On failure
+ * returns NS_ERR_CONFIG with "path:line: reason" in errstr. cfg is then
+ * freed already. Release with config_free().
+ */
+enum ns_err config_load(struct config *cfg, const char *path,
+                        const char *worker, char *errstr, size_t errstr_size);
+
+/* Finish lane defaults once the mapping is known: every lane the worker
+ * owns when none were named; an error if a named lane is not owned. */
+enum ns_err config_resolve_lanes(struct config *cfg, const struct mapping *map,
+                                 char *errstr, size_t errstr_size);
+
+/* libpq connection string with the password (caller frees). */
+char *config_pg_conninfo(const struct config *cfg);
+
+/* Print the effective settings, secrets masked. */
+void config_dump(const struct config *cfg, FILE *f);
+
+void config_free(struct config *cfg);
+
+#endif

@@ -1,0 +1,773 @@
+#include "consumer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <librdkafka/rdkafka.h>
+
+#include "apply.h"
+#include "buf.h"
+#include "change.h"
+#include "cypher.h"
+#include "dlq.h"
+#include "event.h"
+#include "log.h"
+#include "metrics.h"
+#include "neo4j.h"
+#include "pgstatus.h"
+
+/* A lane counts as busy this long after its last message. */
+#define LANE_HOLD_MS 300
+#define STATS_EVERY_MS 1000
+
+/* What became of one Kafka message of the batch. */
+struct item {
+    rd_kafka_message_t *msg;
+    int lane;
+    struct event *ev;
+    int dead;                       /* goes to the DLQ */
+    enum ns_err error_class;
+    char reason[512];
+    const struct mapping_table *tbl;  /* known table, for FAILED write-back */
+    char keys[2][64];
+    int has_keys;
+};
+
+struct consumer {
+    const struct config *cfg;
+    const struct mapping *map;
+    volatile sig_atomic_t *stop;
+    rd_kafka_t *rk;
+    struct dlq *dlq;
+    struct neo4j_client *nc;
+    struct pg_status *ps;
+    struct metrics metrics;
+    char stats_path[512];
+    int64_t last_stats_ms;
+    int64_t lane_seen_ms[LANE__COUNT];
+    int paused_below;               /* lanes >= this are paused */
+
+    rd_kafka_message_t **msgs;      /* the batch being collected */
+    size_t msg_count;
+    rd_kafka_message_t **pending;   /* delivered while backing off */
+    size_t pending_count;
+    size_t cap;
+};
+
+static int topic_lane(const struct consumer *c, const char *topic)
+{
+    const char *p = strchr(topic, '.');
+    char lane[32];
+    size_t n;
+
+    (void)c;
+    if (!p)
+        return -1;
+    p++;
+    n = strcspn(p, ".");
+    if (n >= sizeof(lane))
+        return -1;
+    memcpy(lane, p, n);
+    lane[n] = '\0';
+    return mapping_lane_parse(lane);
+}
+
+static rd_kafka_topic_partition_list_t *assignment(struct consumer *c)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+
+    if (rd_kafka_assignment(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return NULL;
+    return parts;
+}
+
+/* Keep messages that arrive while we are not collecting a batch. */
+static void stash(struct consumer *c, rd_kafka_message_t *m)
+{
+    if (c->pending_count == c->cap) {
+        log_event(LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition,
+                  m->offset, NULL, "backlog buffer full while paused, the "
+                  "message will be read again after a rebalance");
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    c->pending[c->pending_count++] = m;
+}
+
+/* Pause all partitions, wait with exponential backoff and jitter, resume.
+ * Returns non-zero when asked to stop meanwhile. */
+static int backoff(struct consumer *c, int attempt, const char *what)
+{
+    rd_kafka_topic_partition_list_t *parts = assignment(c);
+    int64_t delay = c->cfg->retry_initial_ms;
+    int64_t until;
+
+    for (int i = 0; i < attempt && delay < c->cfg->retry_max_ms; i++)
+        delay *= 2;
+    if (delay > c->cfg->retry_max_ms)
+        delay = c->cfg->retry_max_ms;
+    delay = delay / 2 + rand() % (delay / 2 + 1);
+    log_msg(LOG_WARN, "%s; retry %d in %lld ms", what, attempt + 1,
+            (long long)delay);
+    if (parts)
+        rd_kafka_pause_partitions(c->rk, parts);
+    until = metrics_now_ms() + delay;
+    while (!*c->stop && metrics_now_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
+        if (m && !m->err)
+            stash(c, m);
+        else if (m)
+            rd_kafka_message_destroy(m);
+    }
+    if (parts) {
+        rd_kafka_resume_partitions(c->rk, parts);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+    c->paused_below = LANE__COUNT;
+    return *c->stop != 0;
+}
+
+static void write_stats(struct consumer *c, int force)
+{
+    int64_t now = metrics_now_ms();
+    rd_kafka_topic_partition_list_t *parts;
+    int64_t lag[LANE__COUNT] = {0};
+
+    if (!c->stats_path[0] || (!force && now - c->last_stats_ms < STATS_EVERY_MS))
+        return;
+    c->last_stats_ms = now;
+    parts = assignment(c);
+    if (parts && parts->cnt) {
+        rd_kafka_position(c->rk, parts);
+        /* Before the first message of a partition its position is unknown:
+         * the committed offset is where consumption will start. */
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].offset < 0) {
+                rd_kafka_committed(c->rk, parts, 2000);
+                break;
+            }
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &parts->elems[i];
+            int64_t lo = 0, hi = 0;
+            int lane = topic_lane(c, tp->topic);
+            if (lane < 0 ||
+                rd_kafka_get_watermark_offsets(c->rk, tp->topic, tp->partition,
+                                               &lo, &hi))
+                continue;
+            lag[lane] += tp->offset >= 0 ? hi - tp->offset : hi - lo;
+        }
+    }
+    for (int l = 0; l < LANE__COUNT; l++)
+        c->metrics.lanes[l].lag = lag[l] > 0 ? lag[l] : 0;
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (metrics_write_file(&c->metrics, c->cfg->worker, c->stats_path))
+        log_msg(LOG_WARN, "could not write stats file %s", c->stats_path);
+}
+
+/*
+ * Lane priority: while a higher lane is busy (a message seen recently, or
+ * a known backlog), pause the partitions of every lower lane. Messages of
+ * paused partitions already fetched are discarded by librdkafka and read
+ * again after resume, from the last delivered offset.
+ */
+static void update_lanes(struct consumer *c)
+{
+    int64_t now = metrics_now_ms();
+    int top = LANE__COUNT - 1, want;
+    rd_kafka_topic_partition_list_t *parts, *pause, *resume;
+
+    for (int l = 0; l < LANE__COUNT; l++)
+        if (c->cfg->lanes[l] && (now - c->lane_seen_ms[l] < LANE_HOLD_MS ||
+                                 c->metrics.lanes[l].lag > 0)) {
+            top = l;
+            break;
+        }
+    want = top + 1;  /* lanes numerically above top are lower priority */
+    if (want == c->paused_below)
+        return;
+    parts = assignment(c);
+    if (!parts)
+        return;
+    pause = rd_kafka_topic_partition_list_new(parts->cnt);
+    resume = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++) {
+        int lane = topic_lane(c, parts->elems[i].topic);
+        rd_kafka_topic_partition_list_add(lane >= want ? pause : resume,
+                                          parts->elems[i].topic,
+                                          parts->elems[i].partition);
+    }
+    if (pause->cnt)
+        rd_kafka_pause_partitions(c->rk, pause);
+    if (resume->cnt)
+        rd_kafka_resume_partitions(c->rk, resume);
+    log_msg(LOG_DEBUG, "lane priority: serving lanes up to %s, %d partitions "
+            "paused", mapping_lane_name((enum mapping_lane)top), pause->cnt);
+    c->paused_below = want;
+    rd_kafka_topic_partition_list_destroy(pause);
+    rd_kafka_topic_partition_list_destroy(resume);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void add_to_batch(struct consumer *c, rd_kafka_message_t *m)
+{
+    int lane = topic_lane(c, rd_kafka_topic_name(m->rkt));
+
+    if (lane >= 0)
+        c->lane_seen_ms[lane] = metrics_now_ms();
+    c->msgs[c->msg_count++] = m;
+}
+
+/* Collect up to batch_max_events messages, waiting at most batch_max_ms
+ * after the first one. */
+static void collect(struct consumer *c)
+{
+    int64_t deadline = 0;
+
+    while (c->pending_count && c->msg_count < c->cap) {
+        add_to_batch(c, c->pending[0]);
+        memmove(c->pending, c->pending + 1,
+                --c->pending_count * sizeof(*c->pending));
+    }
+    if (c->msg_count)
+        deadline = metrics_now_ms() + c->cfg->batch_max_ms;
+    while (!*c->stop && c->msg_count < (size_t)c->cfg->batch_max_events) {
+        int64_t now = metrics_now_ms();
+        int timeout = 100;
+        rd_kafka_message_t *m;
+
+        if (c->msg_count) {
+            if (now >= deadline)
+                break;
+            timeout = (int)(deadline - now);
+        } else {
+            update_lanes(c);
+            write_stats(c, 0);
+        }
+        m = rd_kafka_consumer_poll(c->rk, timeout);
+        if (!m)
+            continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_msg(LOG_WARN, "kafka: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (!c->msg_count)
+            deadline = metrics_now_ms() + c->cfg->batch_max_ms;
+        add_to_batch(c, m);
+        if (c->msg_count % 64 == 0)
+            update_lanes(c);
+    }
+}
+
+static void item_dead(struct item *it, enum ns_err cls, const char *reason)
+{
+    it->dead = 1;
+    it->error_class = cls;
+    snprintf(it->reason, sizeof(it->reason), "%s", reason);
+}
+
+/* Best effort: the table and key of a bad event, for its FAILED status. */
+static void item_keys_from_event(struct item *it)
+{
+    const cJSON *img;
+
+    if (!it->tbl || !it->ev || it->tbl->kind == MAPPING_NONE)
+        return;
+    img = event_row(it->ev);
+    for (size_t k = 0; img && k < it->tbl->key_count; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+            img, it->tbl->key_columns[k]);
+        if (!cJSON_IsString(v) || strlen(v->valuestring) >= sizeof(it->keys[k]))
+            return;
+        snprintf(it->keys[k], sizeof(it->keys[k]), "%s", v->valuestring);
+    }
+    it->has_keys = img != NULL;
+}
+
+/* Parse and map every message: changes for Neo4j, or a DLQ reason. */
+static size_t prepare(struct consumer *c, struct item *items,
+                      struct change *changes)
+{
+    size_t nch = 0;
+
+    for (size_t i = 0; i < c->msg_count; i++) {
+        struct item *it = &items[i];
+        rd_kafka_message_t *m = c->msgs[i];
+        enum change_result res;
+        char why[512];
+        enum ns_err err;
+
+        memset(it, 0, sizeof(*it));
+        it->msg = m;
+        it->lane = topic_lane(c, rd_kafka_topic_name(m->rkt));
+        if (it->lane < 0)
+            it->lane = LANE_LOW;
+        c->metrics.lanes[it->lane].consumed++;
+        if (event_is_tombstone(m->payload, m->len)) {
+            c->metrics.lanes[it->lane].skipped++;
+            continue;
+        }
+        err = event_parse(m->payload, m->len, &it->ev, why, sizeof(why));
+        if (err) {
+            item_dead(it, err, why);
+            continue;
+        }
+        it->tbl = mapping_find(c->map, it->ev->table);
+        if (!it->tbl || strcmp(it->tbl->worker, c->cfg->worker) != 0) {
+            snprintf(why, sizeof(why), "table %.100s is not mapped to worker "
+                     "%s", it->ev->table, c->cfg->worker);
+            it->tbl = NULL;
+            item_dead(it, NS_ERR_SCHEMA, why);
+            continue;
+        }
+        err = change_from_event(c->map, it->tbl, it->ev, i, &changes[nch],
+                                &res, why, sizeof(why));
+        if (err) {
+            item_dead(it, err, why);
+            item_keys_from_event(it);
+            continue;
+        }
+        if (res == CHANGE_SKIP) {
+            c->metrics.lanes[it->lane].skipped++;
+            continue;
+        }
+        nch++;
+    }
+    return nch;
+}
+
+static enum ns_err write_back(struct consumer *c, struct item *items,
+                              const struct change *changes,
+                              const struct apply_result *results, size_t nch)
+{
+    struct pg_status_row *rows = calloc(c->msg_count + nch + 1, sizeof(*rows));
+    size_t n = 0;
+    enum ns_err err = NS_OK;
+    char errstr[512];
+
+    if (!rows)
+        return NS_ERR_NOMEM;
+    for (size_t i = 0; i < nch; i++) {
+        const struct change *ch = &changes[i];
+        if (results[i].status != APPLY_APPLIED || ch->action != CHANGE_UPSERT)
+            continue;
+        rows[n].tbl = ch->tbl;
+        rows[n].outcome = PG_STATUS_SUCCESS;
+        rows[n].keys[0] = ch->key_values[0];
+        rows[n].keys[1] = ch->tbl->key_count > 1 ? ch->key_values[1] : NULL;
+        rows[n].version = ch->version;
+        rows[n].element_id = results[i].element_id[0] ? results[i].element_id
+                                                       : NULL;
+        n++;
+    }
+    for (size_t i = 0; i < c->msg_count; i++) {
+        struct item *it = &items[i];
+        if (!it->dead || !it->has_keys || !it->tbl)
+            continue;
+        rows[n].tbl = it->tbl;
+        rows[n].outcome = PG_STATUS_FAILED;
+        rows[n].keys[0] = it->keys[0];
+        rows[n].keys[1] = it->tbl->key_count > 1 ? it->keys[1] : NULL;
+        rows[n].error = it->reason;
+        n++;
+    }
+    for (int attempt = 0; n; attempt++) {
+        err = pg_status_write(c->ps, rows, n, errstr, sizeof(errstr));
+        if (err != NS_ERR_PG_TRANSIENT)
+            break;
+        c->metrics.pg_retries++;
+        char what[600];
+        snprintf(what, sizeof(what), "could not write sync status to "
+                 "PostgreSQL: %s", errstr);
+        if (backoff(c, attempt, what))
+            break;
+    }
+    if (err == NS_ERR_PG_PERMANENT) {
+        /* The graph is right; only the bookkeeping is lost. Loud, not fatal. */
+        log_msg(LOG_ERROR, "could not write sync status: %s", errstr);
+        err = NS_OK;
+    } else if (!err) {
+        c->metrics.writeback_rows += n;
+    }
+    free(rows);
+    return err;
+}
+
+static enum ns_err send_dead_letters(struct consumer *c, struct item *items)
+{
+    char errstr[512];
+    enum ns_err err = NS_OK;
+    int any = 0;
+
+    for (int attempt = 0;; attempt++) {
+        err = NS_OK;
+        for (size_t i = 0; !err && i < c->msg_count; i++) {
+            struct item *it = &items[i];
+            rd_kafka_headers_t *hdrs = NULL;
+            struct dlq_source src;
+
+            if (!it->dead)
+                continue;
+            any = 1;
+            rd_kafka_message_headers(it->msg, &hdrs);
+            src.topic = rd_kafka_topic_name(it->msg->rkt);
+            src.partition = it->msg->partition;
+            src.offset = it->msg->offset;
+            src.key = it->msg->key;
+            src.key_len = it->msg->key_len;
+            src.value = it->msg->payload;
+            src.value_len = it->msg->len;
+            src.headers = hdrs;
+            if (attempt == 0)
+                log_event(LOG_WARN, src.topic, src.partition, src.offset,
+                          it->has_keys ? it->keys[0] : NULL,
+                          "event sent to the DLQ: %s", it->reason);
+            err = dlq_send(c->dlq, &src, it->error_class, it->reason, errstr,
+                           sizeof(errstr));
+        }
+        if (!err && any)
+            err = dlq_flush(c->dlq, 30000, errstr, sizeof(errstr));
+        if (!err)
+            break;
+        c->metrics.kafka_retries++;
+        char what[600];
+        snprintf(what, sizeof(what), "could not send to the DLQ: %s", errstr);
+        if (backoff(c, attempt, what))
+            return NS_ERR_KAFKA;
+    }
+    for (size_t i = 0; i < c->msg_count; i++)
+        if (items[i].dead)
+            c->metrics.lanes[items[i].lane].dlq++;
+    return NS_OK;
+}
+
+static void commit_offsets(struct consumer *c)
+{
+    rd_kafka_topic_partition_list_t *offs =
+        rd_kafka_topic_partition_list_new((int)c->msg_count);
+    rd_kafka_resp_err_t kerr;
+
+    for (size_t i = 0; i < c->msg_count; i++) {
+        rd_kafka_message_t *m = c->msgs[i];
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
+            offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!tp)
+            tp = rd_kafka_topic_partition_list_add(
+                offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (m->offset + 1 > tp->offset)
+            tp->offset = m->offset + 1;
+    }
+    kerr = rd_kafka_commit(c->rk, offs, 0);
+    if (kerr)
+        /* The events were applied; whoever reads them again re-applies
+         * them idempotently. */
+        log_msg(LOG_WARN, "could not commit offsets: %s", rd_kafka_err2str(kerr));
+    rd_kafka_topic_partition_list_destroy(offs);
+}
+
+/*
+ * Apply the collected batch. Returns NS_OK when it is done and its offsets
+ * may be committed; an error when the worker was asked to stop before.
+ */
+static enum ns_err process_batch(struct consumer *c)
+{
+    struct item *items = calloc(c->msg_count, sizeof(*items));
+    struct change *changes = calloc(c->msg_count, sizeof(*changes));
+    struct apply_result *results = NULL;
+    struct apply_stats st;
+    size_t nch = 0, raw = 0;
+    int64_t t0 = metrics_now_ms(), t1;
+    char errstr[1024];
+    enum ns_err err = NS_OK;
+
+    if (!items || !changes) {
+        err = NS_ERR_NOMEM;
+        goto cleanup;
+    }
+    raw = prepare(c, items, changes);
+    nch = change_coalesce(changes, raw);
+    results = calloc(nch ? nch : 1, sizeof(*results));
+    if (!results) {
+        err = NS_ERR_NOMEM;
+        goto cleanup;
+    }
+    for (int attempt = 0;; attempt++) {
+        t1 = metrics_now_ms();
+        err = apply_changes(c->nc, c->map, changes, nch, results, &st, errstr,
+                            sizeof(errstr));
+        c->metrics.neo4j_ms_total += (double)(metrics_now_ms() - t1);
+        c->metrics.neo4j_transactions += st.transactions;
+        if (!err)
+            break;
+        if (!ns_err_is_retriable(err)) {
+            log_msg(LOG_ERROR, "could not apply batch: %s", errstr);
+            goto cleanup;
+        }
+        c->metrics.neo4j_retries++;
+        char what[1200];
+        snprintf(what, sizeof(what), "could not commit to Neo4j: %s", errstr);
+        if (backoff(c, attempt, what)) {
+            err = NS_ERR_NEO4J_TRANSIENT;
+            goto cleanup;
+        }
+    }
+    for (size_t i = 0; i < nch; i++) {
+        struct item *it = &items[changes[i].msg_index];
+        if (results[i].status == APPLY_FAILED) {
+            item_dead(it, NS_ERR_NEO4J_PERMANENT, results[i].reason);
+            snprintf(it->keys[0], sizeof(it->keys[0]), "%s",
+                     changes[i].key_values[0]);
+            snprintf(it->keys[1], sizeof(it->keys[1]), "%s",
+                     changes[i].key_values[1]);
+            it->has_keys = 1;
+        } else if (results[i].status == APPLY_APPLIED) {
+            c->metrics.lanes[it->lane].applied++;
+        } else {
+            c->metrics.lanes[it->lane].skipped++;
+        }
+    }
+    /* events folded into a later change of the same key count as applied
+     * through it */
+    if (raw > nch)
+        log_msg(LOG_DEBUG, "coalesced %zu changes into %zu", raw, nch);
+
+    err = write_back(c, items, changes, results, nch);
+    if (!err)
+        err = send_dead_letters(c, items);
+    if (err)
+        goto cleanup;
+    commit_offsets(c);
+    c->metrics.batches++;
+    c->metrics.last_batch_ms = (double)(metrics_now_ms() - t0);
+    log_msg(LOG_DEBUG, "batch of %zu messages, %zu changes applied in %.0f ms",
+            c->msg_count, nch, c->metrics.last_batch_ms);
+
+cleanup:
+    for (size_t i = 0; i < nch; i++)
+        change_clear(&changes[i]);
+    for (size_t i = 0; items && i < c->msg_count; i++)
+        event_free(items[i].ev);
+    free(results);
+    free(changes);
+    free(items);
+    return err;
+}
+
+static void drop_batch(struct consumer *c)
+{
+    for (size_t i = 0; i < c->msg_count; i++)
+        rd_kafka_message_destroy(c->msgs[i]);
+    c->msg_count = 0;
+}
+
+static enum ns_err ensure_schema(struct consumer *c, char *errstr,
+                                 size_t errstr_size)
+{
+    struct buf text;
+    enum ns_err err = NS_OK;
+    char why[512];
+
+    buf_init(&text, 1 << 20);
+    err = cypher_schema_statements(c->map, &text);
+    if (err)
+        goto cleanup;
+    for (int attempt = 0;; attempt++) {
+        char *save = NULL, *copy = strdup(buf_str(&text)), *stmt;
+        if (!copy) {
+            err = NS_ERR_NOMEM;
+            goto cleanup;
+        }
+        err = NS_OK;
+        for (stmt = strtok_r(copy, ";", &save); stmt && !err;
+             stmt = strtok_r(NULL, ";", &save)) {
+            struct neo4j_stmt s = {stmt, NULL};
+            err = neo4j_run(c->nc, &s, 1, NULL, NULL, why, sizeof(why));
+        }
+        free(copy);
+        if (!err)
+            break;
+        if (!ns_err_is_retriable(err)) {
+            snprintf(errstr, errstr_size, "could not create Neo4j "
+                     "constraints: %s", why);
+            goto cleanup;
+        }
+        char what[600];
+        snprintf(what, sizeof(what), "could not create Neo4j constraints: %s",
+                 why);
+        if (backoff(c, attempt, what)) {
+            snprintf(errstr, errstr_size, "stopped before Neo4j was ready");
+            goto cleanup;
+        }
+    }
+cleanup:
+    buf_free(&text);
+    return err;
+}
+
+enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
+                         volatile sig_atomic_t *stop, struct consumer **out,
+                         char *errstr, size_t errstr_size)
+{
+    struct consumer *c = calloc(1, sizeof(*c));
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    const char *dir = getenv("NEXUS_STATS_DIR");
+    char *conninfo = NULL, kerr[512], topic[256];
+    enum ns_err err = NS_OK;
+
+    *out = NULL;
+    if (!c)
+        return NS_ERR_NOMEM;
+    c->cfg = cfg;
+    c->map = map;
+    c->stop = stop;
+    c->paused_below = LANE__COUNT;
+    c->metrics.started_ms = metrics_now_ms();
+    c->cap = (size_t)cfg->batch_max_events * 4 + 16;
+    c->msgs = calloc(c->cap, sizeof(*c->msgs));
+    c->pending = calloc(c->cap, sizeof(*c->pending));
+    if (!c->msgs || !c->pending) {
+        err = NS_ERR_NOMEM;
+        goto cleanup;
+    }
+    if (dir && *dir)
+        snprintf(c->stats_path, sizeof(c->stats_path), "%s/%s-%d.json", dir,
+                 cfg->worker, (int)getpid());
+    srand((unsigned)(time(NULL) ^ getpid()));
+
+    conf = rd_kafka_conf_new();
+    for (size_t i = 0; i < cfg->kafka_prop_count; i++)
+        if (rd_kafka_conf_set(conf, cfg->kafka_props[2 * i],
+                              cfg->kafka_props[2 * i + 1], kerr,
+                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
+            snprintf(errstr, errstr_size, "kafka.%s: %s",
+                     cfg->kafka_props[2 * i], kerr);
+            err = NS_ERR_CONFIG;
+            goto cleanup;
+        }
+    if (rd_kafka_conf_set(conf, "group.id", cfg->group_id, kerr,
+                          sizeof(kerr)) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", kerr,
+                          sizeof(kerr)) ||
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", kerr,
+                          sizeof(kerr)) ||
+        rd_kafka_conf_set(conf, "client.id", cfg->worker, kerr,
+                          sizeof(kerr))) {
+        snprintf(errstr, errstr_size, "kafka: %s", kerr);
+        err = NS_ERR_CONFIG;
+        goto cleanup;
+    }
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
+    if (!c->rk) {
+        snprintf(errstr, errstr_size, "could not create Kafka consumer: %s",
+                 kerr);
+        err = NS_ERR_CONFIG;
+        goto cleanup;
+    }
+    conf = NULL; /* owned by rk now */
+    rd_kafka_poll_set_consumer(c->rk);
+
+    topics = rd_kafka_topic_partition_list_new(LANE__COUNT);
+    for (int l = 0; l < LANE__COUNT; l++) {
+        if (!cfg->lanes[l])
+            continue;
+        err = mapping_topic(map, (enum mapping_lane)l, cfg->worker, topic,
+                            sizeof(topic));
+        if (err)
+            goto cleanup;
+        rd_kafka_topic_partition_list_add(topics, topic,
+                                          RD_KAFKA_PARTITION_UA);
+        log_msg(LOG_INFO, "subscribing to %s", topic);
+    }
+    if (rd_kafka_subscribe(c->rk, topics)) {
+        snprintf(errstr, errstr_size, "could not subscribe to the lane topics");
+        err = NS_ERR_KAFKA;
+        goto cleanup;
+    }
+
+    err = dlq_new((const char *const *)cfg->kafka_props, map->dlq_topic,
+                  cfg->worker, &c->dlq, errstr, errstr_size);
+    if (err)
+        goto cleanup;
+    err = neo4j_client_new(cfg->neo4j_url, cfg->neo4j_db, cfg->neo4j_user,
+                           cfg->neo4j_password, cfg->neo4j_timeout_ms, &c->nc,
+                           errstr, errstr_size);
+    if (err)
+        goto cleanup;
+    conninfo = config_pg_conninfo(cfg);
+    if (!conninfo) {
+        err = NS_ERR_NOMEM;
+        goto cleanup;
+    }
+    err = pg_status_new(conninfo, map, &c->ps, errstr, errstr_size);
+    if (err)
+        goto cleanup;
+    err = ensure_schema(c, errstr, errstr_size);
+
+cleanup:
+    if (conninfo) {
+        memset(conninfo, 0, strlen(conninfo));
+        free(conninfo);
+    }
+    if (topics)
+        rd_kafka_topic_partition_list_destroy(topics);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (err == NS_ERR_NOMEM)
+        snprintf(errstr, errstr_size, "out of memory");
+    if (err) {
+        consumer_free(c);
+        return err;
+    }
+    *out = c;
+    return NS_OK;
+}
+
+enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
+{
+    enum ns_err err = NS_OK;
+
+    log_msg(LOG_INFO, "consuming as group %s, batches of up to %d events or "
+            "%d ms", c->cfg->group_id, c->cfg->batch_max_events,
+            c->cfg->batch_max_ms);
+    while (!*c->stop) {
+        collect(c);
+        if (!c->msg_count)
+            continue;
+        err = process_batch(c);
+        drop_batch(c);
+        if (err && err != NS_ERR_NEO4J_TRANSIENT && !*c->stop) {
+            snprintf(errstr, errstr_size, "batch failed: %s", ns_err_str(err));
+            return err;
+        }
+        write_stats(c, 0);
+    }
+    write_stats(c, 1);
+    log_msg(LOG_INFO, "stopping: the last batch is committed");
+    return NS_OK;
+}
+
+void consumer_free(struct consumer *c)
+{
+    if (!c)
+        return;
+    drop_batch(c);
+    for (size_t i = 0; i < c->pending_count; i++)
+        rd_kafka_message_destroy(c->pending[i]);
+    if (c->rk) {
+        rd_kafka_consumer_close(c->rk);
+        rd_kafka_destroy(c->rk);
+    }
+    dlq_free(c->dlq);
+    neo4j_client_free(c->nc);
+    pg_status_free(c->ps);
+    free(c->msgs);
+    free(c->pending);
+    free(c);
+}

@@ -1,0 +1,112 @@
+#include "worker.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+#include "consumer.h"
+#include "log.h"
+#include "mapping.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void usage(FILE *f, const char *prog, const char *worker,
+                  const char *description)
+{
+    fprintf(f,
+            "usage: %s [--config FILE] [--dump-config] [--help] [--version]\n"
+            "\n"
+            "nexus-sync worker \"%s\": %s.\n"
+            "Consumes its lane topics, applies the changes to Neo4j, writes\n"
+            "sync_status back to PostgreSQL and sends what cannot be applied\n"
+            "to the DLQ topic.\n"
+            "\n"
+            "  --config FILE   libconfig settings file (see deploy/worker.cfg)\n"
+            "  --dump-config   print the effective settings, secrets masked\n"
+            "  --version       print the version and exit\n"
+            "\n"
+            "Environment variables override the file; see README.md.\n",
+            prog, worker, description);
+}
+
+int worker_main(int argc, char **argv, const char *worker,
+                const char *description)
+{
+    const char *config_path = NULL;
+    int dump = 0, rc = 1;
+    struct config cfg;
+    struct mapping *map = NULL;
+    struct consumer *c = NULL;
+    struct sigaction sa;
+    char errstr[1024];
+    int have_cfg = 0;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout, argv[0], worker, description);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("%s_worker %s (librdkafka %s)\n", worker, NEXUS_VERSION,
+                   rd_kafka_version_str());
+            return 0;
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (strcmp(argv[i], "--dump-config") == 0) {
+            dump = 1;
+        } else {
+            usage(stderr, argv[0], worker, description);
+            return 2;
+        }
+    }
+
+    if (config_load(&cfg, config_path, worker, errstr, sizeof(errstr))) {
+        fprintf(stderr, "%s_worker: %s\n", worker, errstr);
+        return 2;
+    }
+    have_cfg = 1;
+    log_setup((enum log_level)cfg.log_level, cfg.log_json, worker);
+    if (mapping_load(cfg.mapping_path, &map, errstr, sizeof(errstr)) ||
+        config_resolve_lanes(&cfg, map, errstr, sizeof(errstr))) {
+        fprintf(stderr, "%s_worker: %s\n", worker, errstr);
+        rc = 2;
+        goto cleanup;
+    }
+    if (dump) {
+        config_dump(&cfg, stdout);
+        rc = 0;
+        goto cleanup;
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    if (consumer_new(&cfg, map, &stop_requested, &c, errstr, sizeof(errstr))) {
+        log_msg(LOG_ERROR, "could not start: %s", errstr);
+        rc = stop_requested ? 0 : 1;
+        goto cleanup;
+    }
+    if (consumer_run(c, errstr, sizeof(errstr))) {
+        log_msg(LOG_ERROR, "%s", errstr);
+        goto cleanup;
+    }
+    rc = 0;
+
+cleanup:
+    consumer_free(c);
+    mapping_free(map);
+    if (have_cfg)
+        config_free(&cfg);
+    return rc;
+}
