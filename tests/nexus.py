@@ -1,0 +1,117 @@
+"""Helpers for the real-stack tests: PostgreSQL through psql, Neo4j through
+its HTTP API, Kafka through kcat, and worker processes. Standard library
+only; every call goes to the servers the local stack started on loopback."""
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "bin")
+
+
+def wait_until(pred, timeout=60.0, interval=0.25, what="condition"):
+    """Poll pred() until it returns a truthy value; fail after timeout."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class Stack:
+    def __init__(self, env):
+        self.env = env
+
+    # --- PostgreSQL -------------------------------------------------------
+    def psql(self, sql, user=None, password=None, check=True):
+        e = dict(os.environ)
+        e["PGPASSWORD"] = password or self.env["NEXUS_PG_ADMIN_PASSWORD"]
+        cmd = ["psql", "-h", self.env["NEXUS_PG_HOST"], "-p", self.env["NEXUS_PG_PORT"],
+               "-U", user or self.env["NEXUS_PG_ADMIN_USER"], "-d", self.env["NEXUS_PG_DB"],
+               "-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A", "-F", "\t"]
+        p = subprocess.run(cmd, input=sql, env=e, capture_output=True, text=True, timeout=300)
+        if check and p.returncode != 0:
+            raise AssertionError(f"psql failed: {p.stderr.strip()}\nSQL: {sql[:500]}")
+        return p.stdout.strip()
+
+    def rows(self, sql):
+        out = self.psql(sql)
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def scalar(self, sql):
+        return self.psql(sql).strip()
+
+    # --- Neo4j ------------------------------------------------------------
+    def cypher(self, statement, params=None, timeout=60):
+        body = json.dumps({"statements": [{"statement": statement, "parameters": params or {}}]}).encode()
+        req = urllib.request.Request(
+            self.env["NEXUS_NEO4J_URL"].rstrip("/") + "/db/neo4j/tx/commit", data=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json",
+                     "Authorization": "Basic " + base64.b64encode(
+                         f'{self.env["NEXUS_NEO4J_USER"]}:{self.env["NEXUS_NEO4J_PASSWORD"]}'.encode()).decode()})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            doc = json.load(resp)
+        if doc.get("errors"):
+            raise AssertionError(f"cypher failed: {doc['errors']}\n{statement}")
+        res = doc["results"][0]
+        return [dict(zip(res["columns"], d["row"])) for d in res["data"]]
+
+    def cypher_value(self, statement, params=None):
+        rows = self.cypher(statement, params)
+        return next(iter(rows[0].values())) if rows else None
+
+    # --- Kafka ------------------------------------------------------------
+    def kcat(self, *args, timeout=60, input=None):
+        cmd = ["kcat", "-b", self.env["NEXUS_KAFKA_BOOTSTRAP"], *args]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+        if p.returncode != 0:
+            raise AssertionError(f"kcat failed: {p.stderr.strip()}")
+        return p.stdout
+
+    def consume_all(self, topic, timeout=30):
+        """Every message of a topic, as kcat -J dicts, from the beginning."""
+        out = self.kcat("-C", "-t", topic, "-o", "beginning", "-e", "-J", "-q", timeout=timeout)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def end_offsets(self, topic):
+        """{partition: high watermark} from a query of the broker."""
+        out = self.kcat("-Q", "-t", f"{topic}:0:-1")
+        res = {}
+        # kcat -Q per partition prints "topic [p] offset N"
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 4 and parts[-2] == "offset":
+                res[int(parts[1].strip("[]"))] = int(parts[-1])
+        return res
+
+    # --- workers ----------------------------------------------------------
+    def worker_env(self, **extra):
+        e = dict(os.environ)
+        e.update(self.env)
+        e.setdefault("NEXUS_MAPPING", os.path.join(ROOT, "schemas", "mapping.cfg"))
+        e.update({k: str(v) for k, v in extra.items()})
+        return e
+
+    def start_worker(self, name, log_path, **extra):
+        log = open(log_path, "ab")
+        return subprocess.Popen([os.path.join(BIN, f"{name}_worker")], env=self.worker_env(**extra),
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def stop_worker(proc, timeout=30):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
