@@ -179,19 +179,21 @@ static enum ns_err load_file(struct config *cfg, const char *path,
         }
     }
     config_lookup_bool(&lc, "log.json", &cfg->log_json);
+    /* libconfig names cannot hold dots, so librdkafka properties are
+     * ["name", "value"] pairs */
     s = config_lookup(&lc, "kafka");
     for (int i = 0; s && i < config_setting_length(s); i++) {
         config_setting_t *p = config_setting_get_elem(s, (unsigned)i);
-        const char *v = config_setting_get_string(p);
-        if (!v) {
-            snprintf(errstr, errstr_size, "%s:%d: kafka.%s must be a string",
-                     path, config_setting_source_line(p),
-                     config_setting_name(p));
+        const char *k = config_setting_get_string_elem(p, 0);
+        const char *v = config_setting_get_string_elem(p, 1);
+        if (!k || !v || config_setting_length(p) != 2) {
+            snprintf(errstr, errstr_size, "%s:%d: kafka entries are "
+                     "[\"property\", \"value\"] pairs of strings",
+                     path, config_setting_source_line(p));
             err = NS_ERR_CONFIG;
             goto cleanup;
         }
-        err = set_kafka_prop(cfg, config_setting_name(p), v, errstr,
-                             errstr_size);
+        err = set_kafka_prop(cfg, k, v, errstr, errstr_size);
         if (err)
             goto cleanup;
     }

@@ -9,8 +9,8 @@
  *   batch = { max_events = 1000; max_ms = 50; };
  *   retry = { initial_ms = 200; max_ms = 30000; };
  *   log = { level = "info"; json = false; };
- *   kafka = { "bootstrap.servers" = "127.0.0.1:59092"; ... };  # passed
- *                                        # to librdkafka key by key
+ *   kafka = ( ["bootstrap.servers", "127.0.0.1:59092"], ... );  # passed
+ *                                        # to librdkafka pair by pair
  *   neo4j = { url = ...; database = "neo4j"; user = ...; password = ...;
  *             timeout_ms = 30000; };
  *   postgres = { conninfo = "host=... port=... dbname=... user=..." ;
