@@ -4,8 +4,9 @@
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 \
-           -Wno-format-nonliteral -Icommon -MMD -MP
+# Always on, whatever CFLAGS the command line gives (make asan sets it).
+NS_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 \
+             -Wno-format-nonliteral -Icommon -MMD -MP
 LDLIBS  += -lrdkafka -lpq -lcurl -lcjson -lconfig -lm
 
 BUILD   ?= build
@@ -25,7 +26,7 @@ all: $(PROGRAMS) $(UNIT_BINS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(NS_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libnexus.a: $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -33,15 +34,15 @@ $(BUILD)/libnexus.a: $(COMMON_OBJ)
 
 $(BIN)/%: $(BUILD)/workers/%.o $(BUILD)/libnexus.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BIN)/%: $(BUILD)/tools/%.o $(BUILD)/libnexus.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libnexus.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 unit: $(UNIT_BINS)
 
@@ -62,4 +63,5 @@ demo:
 clean:
 	rm -rf $(BUILD) $(BIN)
 
--include $(COMMON_OBJ:.o=.d) $(WORKER_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d)
+-include $(COMMON_OBJ:.o=.d) $(WORKER_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) \
+         $(UNIT_SRC:%.c=$(BUILD)/%.d)
