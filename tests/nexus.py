@@ -115,3 +115,57 @@ def stop_worker(proc, timeout=30):
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+class Worker:
+    """One worker process with its own stats folder and log."""
+
+    def __init__(self, nx, name, workdir, group, **env):
+        self.nx, self.name, self.group, self.env = nx, name, group, env
+        self.dir = workdir
+        os.makedirs(self.dir, exist_ok=True)
+        self.log = os.path.join(self.dir, f"{name}.log")
+        self.proc = None
+
+    def start(self, **extra):
+        env = dict(self.env)
+        env.update(extra)
+        for f in os.listdir(self.dir):
+            if f.endswith(".json"):
+                os.unlink(os.path.join(self.dir, f))
+        self.proc = self.nx.start_worker(self.name, self.log, NEXUS_GROUP_ID=self.group,
+                                         NEXUS_STATS_DIR=self.dir, **env)
+        return self
+
+    def stats(self):
+        path = os.path.join(self.dir, f"{self.name}-{self.proc.pid}.json")
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def total(self, field):
+        s = self.stats()
+        return sum(l[field] for l in s["lanes"].values()) if s else 0
+
+    def caught_up(self, quiet_s=1.5):
+        """Lag 0 on every lane, and nothing consumed for quiet_s."""
+        s1 = self.stats()
+        if not s1 or any(l["lag"] for l in s1["lanes"].values()):
+            return False
+        time.sleep(quiet_s)
+        s2 = self.stats()
+        return s2 and self.total("consumed") == sum(l["consumed"] for l in s1["lanes"].values()) \
+            and not any(l["lag"] for l in s2["lanes"].values())
+
+    def wait_caught_up(self, timeout=120):
+        wait_until(lambda: self.caught_up(), timeout, interval=0.5, what=f"{self.name} caught up")
+
+    def stop(self):
+        rc = stop_worker(self.proc)
+        return rc
+
+    def log_text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()

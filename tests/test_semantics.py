@@ -1,0 +1,265 @@
+"""Worker semantics against the real stack: DLQ, coalescing, stale events,
+late deletes, the quiet write-back, replay idempotence and lane priority."""
+import json
+import uuid
+
+import pytest
+
+from nexus import Stack, Worker, wait_until
+
+
+@pytest.fixture(scope="module")
+def nx(stack):
+    return Stack(stack)
+
+
+def U():
+    return str(uuid.uuid4())
+
+
+@pytest.fixture(scope="module")
+def project(nx):
+    """A tenant, program and project of our own for this module's rows."""
+    t, pg, p = U(), U(), U()
+    nx.psql(f"""INSERT INTO tenants (id, name, slug) VALUES ('{t}', 'sem', 'sem-{t[:8]}');
+    INSERT INTO programs (id, tenant_id, name) VALUES ('{pg}', '{t}', 'p');
+    INSERT INTO projects (id, program_id, tenant_id, name) VALUES ('{p}', '{pg}', '{t}', 'p');""")
+    return {"tenant": t, "program": pg, "project": p}
+
+
+def make_worker(nx, tmp_path, name, **env):
+    return Worker(nx, name, str(tmp_path / name), f"sem-{name}-{uuid.uuid4().hex[:8]}",
+                  NEXUS_BATCH_MS=20, **env)
+
+
+def content_item(nx, project, title="item"):
+    cid = U()
+    nx.psql(f"INSERT INTO content_items (id, tenant_id, project_id, content_type, title) "
+            f"VALUES ('{cid}', '{project['tenant']}', '{project['project']}', 'text', '{title}')")
+    return cid
+
+
+def title_of(nx, cid):
+    return nx.cypher_value("MATCH (c:ContentItem {id: $id}) RETURN c.title", {"id": cid})
+
+
+def dlq_messages(nx, key):
+    out = []
+    for m in nx.consume_all("nexus.dlq"):
+        if m.get("key") == key:
+            h = m.get("headers") or []
+            m["hdr"] = dict(zip(h[0::2], h[1::2]))
+            out.append(m)
+    return out
+
+
+def test_bad_events_go_to_the_dlq_and_the_partition_keeps_moving(nx, project, tmp_path):
+    w = make_worker(nx, tmp_path, "tag").start()
+    try:
+        key = json.dumps({"id": U()})
+        good_tag = U()
+        bad = [
+            ("{not json", "parse"),
+            (json.dumps({"op": "c", "after": {"id": U()}, "source": {"table": "secrets", "lsn": 5}}), "schema"),
+            (json.dumps({"op": "c", "after": {"name": "x"}, "source": {"table": "tags", "lsn": 5, "ts_ms": 1}}), "schema"),
+            (json.dumps({"op": "c", "after": {"id": U(), "project_id": project["project"], "name": 42,
+                                               "tenant_id": project["tenant"], "pg_version": 1},
+                         "source": {"table": "tags", "lsn": 5, "ts_ms": 1}}), "schema"),
+            (json.dumps({"op": "z", "after": {}, "source": {"table": "tags"}}), "schema"),
+        ]
+        for value, _ in bad:
+            nx.kcat("-P", "-t", "nexus.normal.tag", "-p", "0", "-k", key, input=value)
+        nx.psql(f"INSERT INTO tags (id, project_id, tenant_id, name) VALUES ('{good_tag}', '{project['project']}', "
+                f"'{project['tenant']}', 'after-the-bad-ones')")
+        wait_until(lambda: nx.cypher_value("MATCH (t:Tag {id: $id}) RETURN t.name", {"id": good_tag}) ==
+                   "after-the-bad-ones", 120, what="good tag applied")
+        dead = wait_until(lambda: (lambda d: d if len(d) == len(bad) else None)(dlq_messages(nx, key)), 60,
+                          what="dead letters")
+        by_value = {m["payload"]: m for m in dead}
+        for value, cls in bad:
+            m = by_value[value]
+            assert m["hdr"]["nexus.error.class"] == cls
+            assert m["hdr"]["nexus.reason"]
+            assert m["hdr"]["nexus.source.topic"] == "nexus.normal.tag"
+            assert m["hdr"]["nexus.worker"] == "tag"
+            assert int(m["hdr"]["nexus.source.offset"]) >= 0
+        reasons = " | ".join(m["hdr"]["nexus.reason"] for m in dead)
+        assert "not mapped" in reasons and "key column id" in reasons and "unknown op" in reasons
+        assert w.proc.poll() is None, "worker died on bad input"
+        # the labels in the graph come from the mapping only
+        assert nx.cypher_value("MATCH (n:secrets) RETURN count(n)") == 0
+    finally:
+        assert w.stop() == 0
+
+
+def test_failed_event_sets_failed_status(nx, project, tmp_path):
+    """A row whose event cannot be applied is marked FAILED in PostgreSQL."""
+    w = make_worker(nx, tmp_path, "tag").start()
+    try:
+        tag = U()
+        nx.psql(f"INSERT INTO tags (id, project_id, tenant_id, name) VALUES ('{tag}', '{project['project']}', "
+                f"'{project['tenant']}', 'ok')")
+        wait_until(lambda: nx.scalar(f"SELECT sync_status FROM tags WHERE id = '{tag}'") == "SUCCESS", 120,
+                   what="tag SUCCESS")
+        bad = json.dumps({"op": "u", "before": None,
+                          "after": {"id": tag, "project_id": "not-a-uuid", "tenant_id": project["tenant"],
+                                    "name": "x", "pg_version": 9},
+                          "source": {"table": "tags", "lsn": 10**12, "ts_ms": 1}})
+        nx.kcat("-P", "-t", "nexus.normal.tag", "-k", json.dumps({"id": tag}), input=bad)
+        row = wait_until(lambda: (lambda r: r if r and r[0][0] == "FAILED" else None)(
+            nx.rows(f"SELECT sync_status, sync_attempts, last_sync_error FROM tags WHERE id = '{tag}'")),
+            120, what="FAILED status")[0]
+        assert int(row[1]) >= 1 and "project_id" in row[2]
+    finally:
+        assert w.stop() == 0
+
+
+def test_one_update_is_one_write_then_quiet(nx, project, tmp_path):
+    w = make_worker(nx, tmp_path, "content_item").start()
+    try:
+        cid = content_item(nx, project, "before")
+        wait_until(lambda: nx.scalar(f"SELECT sync_status FROM content_items WHERE id = '{cid}'") == "SUCCESS",
+                   120, what="insert synced")
+        w.wait_caught_up()
+        applied0, consumed0, skipped0 = w.total("applied"), w.total("consumed"), w.total("skipped")
+        nx.psql(f"UPDATE content_items SET title = 'after' WHERE id = '{cid}'")
+        wait_until(lambda: title_of(nx, cid) == "after", 60, what="update applied")
+        w.wait_caught_up(quiet_s=3)
+        assert w.total("applied") - applied0 == 1
+        # the update, then the echo of our own write-back, which is skipped
+        assert w.total("consumed") - consumed0 == 2
+        assert w.total("skipped") - skipped0 == 1
+        assert nx.scalar(f"SELECT pg_version FROM content_items WHERE id = '{cid}'") == "2"
+    finally:
+        assert w.stop() == 0
+
+
+def test_changes_to_one_key_coalesce_to_the_latest(nx, project, tmp_path):
+    w = make_worker(nx, tmp_path, "content_item").start()
+    cid = content_item(nx, project, "v0")
+    wait_until(lambda: title_of(nx, cid) == "v0", 120, what="v0")
+    w.wait_caught_up()
+    assert w.stop() == 0
+    for i in range(1, 21):
+        nx.psql(f"UPDATE content_items SET title = 'v{i}' WHERE id = '{cid}'")
+    w.start(NEXUS_BATCH_MS=3000, NEXUS_BATCH_MAX=5000)
+    try:
+        wait_until(lambda: title_of(nx, cid) == "v20", 120, what="v20")
+        w.wait_caught_up()
+        s = w.stats()
+        assert s["lanes"]["high"]["consumed"] >= 20
+        assert s["lanes"]["high"]["applied"] < 5, s
+        assert nx.cypher_value("MATCH (c:ContentItem {id: $id}) RETURN c.pgVersion", {"id": cid}) == 21
+    finally:
+        assert w.stop() == 0
+
+
+def test_stale_event_never_overwrites_newer_state(nx, project, tmp_path):
+    w = make_worker(nx, tmp_path, "content_item").start()
+    try:
+        cid = content_item(nx, project, "old")
+        wait_until(lambda: title_of(nx, cid) == "old", 120, what="old")
+        original = [m for m in nx.consume_all("nexus.high.content_item")
+                    if m.get("payload") and f'"id":"{cid}"' in m["payload"] and '"op":"c"' in m["payload"]]
+        assert len(original) == 1
+        nx.psql(f"UPDATE content_items SET title = 'new' WHERE id = '{cid}'")
+        wait_until(lambda: title_of(nx, cid) == "new", 60, what="new")
+        # the original create, delivered again (a replay, a redelivery)
+        nx.kcat("-P", "-t", "nexus.high.content_item", "-k", original[0]["key"], input=original[0]["payload"])
+        w.wait_caught_up()
+        assert title_of(nx, cid) == "new"
+    finally:
+        assert w.stop() == 0
+
+
+def test_late_link_does_not_resurrect_a_deleted_node(nx, project, tmp_path):
+    ci_w = make_worker(nx, tmp_path, "content_item").start()
+    th_w = make_worker(nx, tmp_path, "thread")
+    try:
+        cid = content_item(nx, project, "doomed")
+        thread = U()
+        nx.psql(f"INSERT INTO threads (id, project_id, tenant_id, title) VALUES ('{thread}', "
+                f"'{project['project']}', '{project['tenant']}', 't')")
+        wait_until(lambda: title_of(nx, cid) == "doomed", 120, what="item")
+        # thread_worker is not running: its INCLUDES insert waits in Kafka
+        nx.psql(f"INSERT INTO thread_content (thread_id, content_id) VALUES ('{thread}', '{cid}')")
+        nx.psql(f"DELETE FROM content_items WHERE id = '{cid}'")
+        wait_until(lambda: nx.cypher_value("MATCH (c:ContentItem {id: $id}) RETURN count(c)", {"id": cid}) == 0,
+                   120, what="delete applied")
+        th_w.start()
+        wait_until(lambda: nx.cypher_value("MATCH (t:Thread {id: $id}) RETURN count(t)", {"id": thread}) == 1,
+                   120, what="thread applied")
+        th_w.wait_caught_up()
+        assert nx.cypher_value("MATCH (c:ContentItem {id: $id}) RETURN count(c)", {"id": cid}) == 0
+        assert nx.cypher_value("MATCH (:Thread {id: $id})-[r:INCLUDES]->() RETURN count(r)", {"id": thread}) == 0
+    finally:
+        assert ci_w.stop() == 0
+        if th_w.proc:
+            assert th_w.stop() == 0
+
+
+def graph_dump(nx, project_id):
+    """Everything under one project, as sorted text, for comparisons."""
+    rows = nx.cypher("""
+        MATCH (p:Project {id: $id})-[*0..3]-(n) WITH DISTINCT n
+        OPTIONAL MATCH (n)-[r]->(m)
+        RETURN labels(n) AS l, properties(n) AS p, type(r) AS t,
+               CASE WHEN r IS NULL THEN null ELSE properties(r) END AS rp, m.id AS m""", {"id": project_id})
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
+
+
+def test_replaying_a_topic_changes_nothing(nx, project, tmp_path):
+    w = make_worker(nx, tmp_path, "content_item").start()
+    try:
+        ids = [content_item(nx, project, f"r{i}") for i in range(5)]
+        nx.psql(f"UPDATE content_items SET title = title || '!' WHERE id = '{ids[0]}'")
+        nx.psql(f"DELETE FROM content_items WHERE id = '{ids[1]}'")
+        wait_until(lambda: title_of(nx, ids[0]) == "r0!", 120, what="updates")
+        w.wait_caught_up()
+        before = graph_dump(nx, project["project"])
+    finally:
+        assert w.stop() == 0
+    # a new group reads every event of the topic again from the beginning
+    again = make_worker(nx, tmp_path, "content_item").start()
+    try:
+        again.wait_caught_up(timeout=300)
+        assert again.total("consumed") > 0
+        assert graph_dump(nx, project["project"]) == before
+    finally:
+        assert again.stop() == 0
+
+
+def test_higher_lane_is_served_before_a_low_backlog(nx, project, tmp_path):
+    w = make_worker(nx, tmp_path, "message", NEXUS_BATCH_MAX=200).start()
+    thread = U()
+    nx.psql(f"INSERT INTO threads (id, project_id, tenant_id, title) VALUES ('{thread}', "
+            f"'{project['project']}', '{project['tenant']}', 'lanes')")
+    w.wait_caught_up()
+    assert w.stop() == 0
+    # a large low-lane backlog (message_context_items), then a burst on the high lane (messages)
+    items = [content_item(nx, project, f"ctx{i}") for i in range(40)]
+    nx.psql(f"""INSERT INTO messages (id, thread_id, tenant_id, role, body)
+        SELECT gen_random_uuid(), '{thread}', '{project['tenant']}', 'user', 'backlog ' || g
+        FROM generate_series(1, 300) g;
+        INSERT INTO message_context_items (message_id, content_id, relevance_score)
+        SELECT m.id, c.id, 0.5 FROM messages m, content_items c
+        WHERE m.thread_id = '{thread}' AND c.id IN ({", ".join(f"'{i}'" for i in items)});""")
+    backlog = int(nx.scalar(f"SELECT count(*) FROM message_context_items mc JOIN messages m ON m.id = mc.message_id "
+                            f"WHERE m.thread_id = '{thread}'"))
+    burst_thread = U()
+    nx.psql(f"""INSERT INTO threads (id, project_id, tenant_id, title) VALUES ('{burst_thread}',
+        '{project['project']}', '{project['tenant']}', 'burst');
+        INSERT INTO messages (id, thread_id, tenant_id, role, body)
+        SELECT gen_random_uuid(), '{burst_thread}', '{project['tenant']}', 'user', 'urgent ' || g
+        FROM generate_series(1, 50) g;""")
+    w.start()
+    try:
+        wait_until(lambda: nx.scalar(f"SELECT count(*) FROM messages WHERE thread_id = '{burst_thread}' "
+                                     f"AND sync_status = 'SUCCESS'") == "50", 300, what="burst synced")
+        done_low = int(nx.scalar(f"""SELECT count(*) FROM message_context_items mc JOIN messages m ON m.id = mc.message_id
+            WHERE m.thread_id = '{thread}' AND mc.last_sync_timestamp <=
+            (SELECT max(last_sync_timestamp) FROM messages WHERE thread_id = '{burst_thread}')"""))
+        w.wait_caught_up(timeout=600)
+        assert done_low < backlog * 0.25, f"{done_low} of {backlog} low-lane rows were applied before the burst"
+    finally:
+        assert w.stop() == 0
