@@ -1,0 +1,813 @@
+/*
+ * convert.c - Debezium column values to Cypher parameter values.
+ *
+ * Every conversion is strict: a value of the wrong JSON type, out of range
+ * or malformed is NS_ERR_SCHEMA with a reason, never a silent default. JSON
+ * null converts to JSON null for every type. Temporal values are produced
+ * with integer arithmetic (proleptic Gregorian calendar), not gmtime(), so
+ * results do not depend on time_t width or the process time zone; years
+ * 0000-9999 are supported, the range ISO-8601 writes with four digits.
+ */
+#include "convert.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+/* Largest |scale| accepted for a numeric; PostgreSQL's display scale stops
+ * at 16383. */
+#define CONVERT_SCALE_MAX 16383
+
+/* Longest decoded numeric accepted, bytes. A double cannot hold more than
+ * about 309 + CONVERT_SCALE_MAX significant decimal digits anyway. */
+#define CONVERT_NUMERIC_MAX_BYTES 8192
+
+/* Days from 1970-01-01 to 0000-01-01 and to 9999-12-31. */
+#define CONVERT_DAYS_MIN (-719528LL)
+#define CONVERT_DAYS_MAX 2932896LL
+
+#define CONVERT_US_PER_DAY 86400000000LL
+
+static const char *const convert_names[COL__COUNT] = {
+    "uuid",      "text",        "enum", "int",     "float",
+    "bool",      "json",        "timestamptz",     "timestamp",
+    "date",      "numeric",     "text_array"};
+
+const char *convert_type_name(enum col_type type)
+{
+    if ((int)type < 0 || type >= COL__COUNT)
+        return "unknown";
+    return convert_names[type];
+}
+
+int convert_type_parse(const char *name)
+{
+    int i;
+
+    if (!name)
+        return -1;
+    for (i = 0; i < COL__COUNT; i++)
+        if (strcmp(name, convert_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static int convert_is_placeholder(const cJSON *v)
+{
+    return cJSON_IsString(v) && v->valuestring &&
+           strcmp(v->valuestring, CONVERT_UNAVAILABLE) == 0;
+}
+
+/* Debezium writes the placeholder itself for scalars and a one-element
+ * array holding it for an unchanged TOASTed array. */
+int convert_is_unavailable(const struct cJSON *v)
+{
+    if (convert_is_placeholder(v))
+        return 1;
+    return cJSON_IsArray(v) && cJSON_GetArraySize(v) == 1 &&
+           convert_is_placeholder(v->child);
+}
+
+static void convert_seterr(char *errstr, size_t errstr_size, const char *fmt,
+                           ...) __attribute__((format(printf, 3, 4)));
+
+static void convert_seterr(char *errstr, size_t errstr_size, const char *fmt,
+                           ...)
+{
+    va_list ap;
+
+    if (!errstr || errstr_size == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
+static const char *convert_json_kind(const cJSON *v)
+{
+    if (cJSON_IsNull(v))
+        return "null";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsObject(v))
+        return "an object";
+    return "an unknown JSON type";
+}
+
+static enum ns_err convert_wrong_type(const cJSON *v, enum col_type type,
+                                      char *errstr, size_t errstr_size)
+{
+    convert_seterr(errstr, errstr_size, "column value for type %s is %s",
+                   convert_type_name(type), convert_json_kind(v));
+    return NS_ERR_SCHEMA;
+}
+
+static enum ns_err convert_nomem(char *errstr, size_t errstr_size)
+{
+    convert_seterr(errstr, errstr_size, "out of memory converting a value");
+    return NS_ERR_NOMEM;
+}
+
+static int convert_is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int convert_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Integral double within int64_t; *out gets it. */
+static int convert_double_to_int64(double d, int64_t *out)
+{
+    /* -2^63 is exact in a double; 2^63 is the first value past INT64_MAX. */
+    if (!isfinite(d) || d != floor(d) || d < -9223372036854775808.0 ||
+        d >= 9223372036854775808.0)
+        return -1;
+    *out = (int64_t)d;
+    return 0;
+}
+
+/* Floor division for a possibly negative numerator, positive divisor. */
+static int64_t convert_floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+
+    if ((a % b) != 0 && a < 0)
+        q--;
+    return q;
+}
+
+/*
+ * Civil date from days since 1970-01-01 (H. Hinnant's days_from_civil
+ * inverse). days must be within CONVERT_DAYS_MIN..CONVERT_DAYS_MAX.
+ */
+static void convert_civil(int64_t days, int *year, int *month, int *day)
+{
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+
+    *year = (int)y;
+    *month = (int)m;
+    *day = (int)d;
+}
+
+static int convert_days_in_month(int year, int month)
+{
+    static const int days[12] = {31, 28, 31, 30, 31, 30,
+                                 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+    return month == 2 && leap ? 29 : days[month - 1];
+}
+
+/*
+ * Non-zero when s starts with a real calendar date YYYY-MM-DD. When
+ * date_only, nothing may follow; otherwise what follows must be the end,
+ * 'T' or ' ' (the time part is not checked further).
+ */
+static int convert_iso_date_ok(const char *s, int date_only)
+{
+    int i, year, month, day;
+
+    for (i = 0; i < 10; i++) {
+        if (i == 4 || i == 7) {
+            if (s[i] != '-')
+                return 0;
+        } else if (!convert_is_digit(s[i])) {
+            return 0;
+        }
+    }
+    year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 +
+           (s[3] - '0');
+    month = (s[5] - '0') * 10 + (s[6] - '0');
+    day = (s[8] - '0') * 10 + (s[9] - '0');
+    if (month < 1 || month > 12 || day < 1 ||
+        day > convert_days_in_month(year, month))
+        return 0;
+    if (date_only)
+        return s[10] == '\0';
+    return s[10] == '\0' || s[10] == 'T' || s[10] == ' ';
+}
+
+static enum ns_err convert_string_out(const char *s, cJSON **out,
+                                      char *errstr, size_t errstr_size)
+{
+    *out = cJSON_CreateString(s);
+    if (!*out)
+        return convert_nomem(errstr, errstr_size);
+    return NS_OK;
+}
+
+static enum ns_err convert_number_out(double d, cJSON **out, char *errstr,
+                                      size_t errstr_size)
+{
+    *out = cJSON_CreateNumber(d);
+    if (!*out)
+        return convert_nomem(errstr, errstr_size);
+    return NS_OK;
+}
+
+static enum ns_err convert_uuid(const cJSON *v, cJSON **out, char *errstr,
+                                size_t errstr_size)
+{
+    char lower[37];
+    const char *s;
+    size_t i;
+
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return convert_wrong_type(v, COL_UUID, errstr, errstr_size);
+    s = v->valuestring;
+    for (i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                goto bad;
+            lower[i] = '-';
+        } else {
+            if (convert_hexval(s[i]) < 0)
+                goto bad;
+            lower[i] = "0123456789abcdef"[convert_hexval(s[i])];
+        }
+    }
+    if (s[36] != '\0')
+        goto bad;
+    lower[36] = '\0';
+    /* PostgreSQL writes lower case; normalise so keys always match. */
+    return convert_string_out(lower, out, errstr, errstr_size);
+
+bad:
+    convert_seterr(errstr, errstr_size,
+                   "uuid value is not in the form "
+                   "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx");
+    return NS_ERR_SCHEMA;
+}
+
+static enum ns_err convert_int(const cJSON *v, cJSON **out, char *errstr,
+                               size_t errstr_size)
+{
+    int64_t i;
+
+    if (!cJSON_IsNumber(v))
+        return convert_wrong_type(v, COL_INT, errstr, errstr_size);
+    if (!isfinite(v->valuedouble)) {
+        convert_seterr(errstr, errstr_size, "int value is out of range");
+        return NS_ERR_SCHEMA;
+    }
+    if (v->valuedouble != floor(v->valuedouble)) {
+        convert_seterr(errstr, errstr_size, "int value %.17g is not integral",
+                       v->valuedouble);
+        return NS_ERR_SCHEMA;
+    }
+    if (convert_double_to_int64(v->valuedouble, &i) != 0) {
+        convert_seterr(errstr, errstr_size,
+                       "int value %.17g does not fit 64 bits", v->valuedouble);
+        return NS_ERR_SCHEMA;
+    }
+    return convert_number_out((double)i, out, errstr, errstr_size);
+}
+
+static enum ns_err convert_float(const cJSON *v, cJSON **out, char *errstr,
+                                 size_t errstr_size)
+{
+    if (cJSON_IsString(v) && v->valuestring &&
+        (strcmp(v->valuestring, "NaN") == 0 ||
+         strcmp(v->valuestring, "Infinity") == 0 ||
+         strcmp(v->valuestring, "-Infinity") == 0)) {
+        convert_seterr(errstr, errstr_size,
+                       "float value %s has no JSON representation",
+                       v->valuestring);
+        return NS_ERR_SCHEMA;
+    }
+    if (!cJSON_IsNumber(v))
+        return convert_wrong_type(v, COL_FLOAT, errstr, errstr_size);
+    if (!isfinite(v->valuedouble)) {
+        convert_seterr(errstr, errstr_size, "float value is out of range");
+        return NS_ERR_SCHEMA;
+    }
+    return convert_number_out(v->valuedouble, out, errstr, errstr_size);
+}
+
+static enum ns_err convert_json(const cJSON *v, cJSON **out, char *errstr,
+                                size_t errstr_size)
+{
+    char *text = NULL;
+    enum ns_err err;
+
+    if (cJSON_IsString(v) && v->valuestring)
+        return convert_string_out(v->valuestring, out, errstr, errstr_size);
+    if (cJSON_IsNumber(v) && !isfinite(v->valuedouble)) {
+        convert_seterr(errstr, errstr_size, "json value is out of range");
+        return NS_ERR_SCHEMA;
+    }
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v) && !cJSON_IsNumber(v) &&
+        !cJSON_IsBool(v))
+        return convert_wrong_type(v, COL_JSON, errstr, errstr_size);
+    /* A document that arrived parsed (not as Debezium's string) travels
+     * as its compact text, the same form a json column would carry. */
+    text = cJSON_PrintUnformatted(v);
+    if (!text)
+        return convert_nomem(errstr, errstr_size);
+    err = convert_string_out(text, out, errstr, errstr_size);
+    cJSON_free(text);
+    return err;
+}
+
+static enum ns_err convert_timestamptz(const cJSON *v, cJSON **out,
+                                       char *errstr, size_t errstr_size)
+{
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return convert_wrong_type(v, COL_TIMESTAMPTZ, errstr, errstr_size);
+    if (!convert_iso_date_ok(v->valuestring, 0)) {
+        convert_seterr(errstr, errstr_size,
+                       "timestamptz value does not start with a valid "
+                       "YYYY-MM-DD date");
+        return NS_ERR_SCHEMA;
+    }
+    return convert_string_out(v->valuestring, out, errstr, errstr_size);
+}
+
+static enum ns_err convert_timestamp(const cJSON *v, cJSON **out,
+                                     char *errstr, size_t errstr_size)
+{
+    int64_t us, days, tod;
+    int year, month, day;
+    char iso[40];
+
+    if (cJSON_IsString(v) && v->valuestring) {
+        if (!convert_iso_date_ok(v->valuestring, 0)) {
+            convert_seterr(errstr, errstr_size,
+                           "timestamp value does not start with a valid "
+                           "YYYY-MM-DD date");
+            return NS_ERR_SCHEMA;
+        }
+        return convert_string_out(v->valuestring, out, errstr, errstr_size);
+    }
+    if (!cJSON_IsNumber(v))
+        return convert_wrong_type(v, COL_TIMESTAMP, errstr, errstr_size);
+    if (convert_double_to_int64(v->valuedouble, &us) != 0) {
+        convert_seterr(errstr, errstr_size,
+                       "timestamp value is not an integral number of "
+                       "microseconds within 64 bits");
+        return NS_ERR_SCHEMA;
+    }
+    days = convert_floor_div(us, CONVERT_US_PER_DAY);
+    if (days < CONVERT_DAYS_MIN || days > CONVERT_DAYS_MAX) {
+        convert_seterr(errstr, errstr_size,
+                       "timestamp %lld us is outside years 0000-9999",
+                       (long long)us);
+        return NS_ERR_SCHEMA;
+    }
+    tod = us - days * CONVERT_US_PER_DAY;
+    convert_civil(days, &year, &month, &day);
+    snprintf(iso, sizeof(iso), "%04d-%02d-%02dT%02d:%02d:%02d.%06d", year,
+             month, day, (int)(tod / 3600000000LL),
+             (int)(tod / 60000000LL % 60), (int)(tod / 1000000LL % 60),
+             (int)(tod % 1000000LL));
+    return convert_string_out(iso, out, errstr, errstr_size);
+}
+
+static enum ns_err convert_date(const cJSON *v, cJSON **out, char *errstr,
+                                size_t errstr_size)
+{
+    int64_t days;
+    int year, month, day;
+    char iso[16];
+
+    if (cJSON_IsString(v) && v->valuestring) {
+        if (!convert_iso_date_ok(v->valuestring, 1)) {
+            convert_seterr(errstr, errstr_size,
+                           "date value is not a valid YYYY-MM-DD date");
+            return NS_ERR_SCHEMA;
+        }
+        return convert_string_out(v->valuestring, out, errstr, errstr_size);
+    }
+    if (!cJSON_IsNumber(v))
+        return convert_wrong_type(v, COL_DATE, errstr, errstr_size);
+    if (convert_double_to_int64(v->valuedouble, &days) != 0) {
+        convert_seterr(errstr, errstr_size,
+                       "date value is not an integral number of days");
+        return NS_ERR_SCHEMA;
+    }
+    if (days < CONVERT_DAYS_MIN || days > CONVERT_DAYS_MAX) {
+        convert_seterr(errstr, errstr_size,
+                       "date %lld days is outside years 0000-9999",
+                       (long long)days);
+        return NS_ERR_SCHEMA;
+    }
+    convert_civil(days, &year, &month, &day);
+    snprintf(iso, sizeof(iso), "%04d-%02d-%02d", year, month, day);
+    return convert_string_out(iso, out, errstr, errstr_size);
+}
+
+static int convert_b64val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/*
+ * Non-zero when s (n bytes) is padded standard base64, what Jackson writes
+ * for Kafka Connect bytes, and not empty.
+ */
+static int convert_b64_valid(const char *s, size_t n)
+{
+    size_t i, pad = 0;
+
+    if (n == 0 || n % 4 != 0)
+        return 0;
+    if (s[n - 1] == '=')
+        pad = s[n - 2] == '=' ? 2 : 1;
+    for (i = 0; i < n - pad; i++)
+        if (convert_b64val(s[i]) < 0)
+            return 0;
+    return 1;
+}
+
+/* Decode base64 that passed convert_b64_valid into dst, which holds
+ * n / 4 * 3 bytes. Returns the decoded length. */
+static size_t convert_b64_decode(const char *s, size_t n, unsigned char *dst)
+{
+    size_t i, o = 0, pad;
+    int q[4], k;
+
+    pad = s[n - 1] != '=' ? 0 : s[n - 2] == '=' ? 2 : 1;
+    for (i = 0; i < n; i += 4) {
+        for (k = 0; k < 4; k++)
+            q[k] = i + (size_t)k < n - pad ? convert_b64val(s[i + (size_t)k])
+                                           : 0;
+        dst[o++] = (unsigned char)(q[0] << 2 | q[1] >> 4);
+        if (i + 4 < n || pad < 2)
+            dst[o++] = (unsigned char)((q[1] & 0xf) << 4 | q[2] >> 2);
+        if (i + 4 < n || pad < 1)
+            dst[o++] = (unsigned char)((q[2] & 0x3) << 6 | q[3]);
+    }
+    return o;
+}
+
+/*
+ * A big-endian two's complement integer of n bytes times 10^-scale, as a
+ * double. The integer is written out in decimal and handed to strtod with
+ * an exponent, so the result is the double nearest the exact value.
+ */
+static enum ns_err convert_unscaled(unsigned char *bytes, size_t n, int scale,
+                                    double *out, char *errstr,
+                                    size_t errstr_size)
+{
+    uint32_t *limbs = NULL;     /* base 10^9, least significant first */
+    size_t nlimbs = 0, i, j;
+    struct buf text;
+    int negative = bytes[0] & 0x80;
+    enum ns_err err = NS_OK;
+    char *end;
+    double d;
+
+    buf_init(&text, (n * 5 / 2) + 64);
+    if (negative) {
+        /* Magnitude of a negative value: invert and add one. */
+        unsigned carry = 1;
+
+        for (i = n; i-- > 0;) {
+            unsigned b = (unsigned)(unsigned char)~bytes[i] + carry;
+
+            bytes[i] = (unsigned char)b;
+            carry = b >> 8;
+        }
+    }
+    limbs = malloc(((n * 8) / 29 + 2) * sizeof(*limbs));
+    if (!limbs) {
+        err = convert_nomem(errstr, errstr_size);
+        goto cleanup;
+    }
+    for (i = 0; i < n; i++) {
+        uint64_t carry = bytes[i];
+
+        for (j = 0; j < nlimbs; j++) {
+            uint64_t t = (uint64_t)limbs[j] * 256 + carry;
+
+            limbs[j] = (uint32_t)(t % 1000000000u);
+            carry = t / 1000000000u;
+        }
+        if (carry)
+            limbs[nlimbs++] = (uint32_t)carry;
+    }
+    err = buf_adds(&text, negative ? "-" : "");
+    if (!err)
+        err = buf_addf(&text, "%u", nlimbs ? limbs[nlimbs - 1] : 0u);
+    for (i = nlimbs > 1 ? nlimbs - 1 : 0; !err && i-- > 0;)
+        err = buf_addf(&text, "%09u", limbs[i]);
+    if (!err)
+        err = buf_addf(&text, "e%d", -scale);
+    if (err) {
+        if (err == NS_ERR_NOMEM)
+            convert_nomem(errstr, errstr_size);
+        else
+            convert_seterr(errstr, errstr_size,
+                           "numeric value is too long to format");
+        goto cleanup;
+    }
+    d = strtod(buf_str(&text), &end);
+    /* An underflow still gives the nearest double (0 or subnormal). */
+    if (*end != '\0' || !isfinite(d)) {
+        convert_seterr(errstr, errstr_size,
+                       "numeric value is out of the range of a double");
+        err = NS_ERR_SCHEMA;
+        goto cleanup;
+    }
+    *out = d;
+
+cleanup:
+    free(limbs);
+    buf_free(&text);
+    return err;
+}
+
+/* Decode base64 s (already checked by convert_b64_valid) and scale it. */
+static enum ns_err convert_b64_numeric(const char *s, int scale, double *out,
+                                       char *errstr, size_t errstr_size)
+{
+    size_t n = strlen(s), len;
+    unsigned char *bytes = NULL;
+    enum ns_err err;
+    size_t pad = n >= 2 ? (s[n - 1] == '=') + (s[n - 2] == '=') : 0;
+
+    if (n / 4 * 3 - pad > CONVERT_NUMERIC_MAX_BYTES) {
+        convert_seterr(errstr, errstr_size,
+                       "numeric value is longer than %d bytes",
+                       CONVERT_NUMERIC_MAX_BYTES);
+        return NS_ERR_SCHEMA;
+    }
+    bytes = n >= 4 ? malloc(n / 4 * 3) : NULL;
+    if (!bytes)
+        return convert_nomem(errstr, errstr_size);
+    len = convert_b64_decode(s, n, bytes);
+    if (len == 0) {
+        convert_seterr(errstr, errstr_size, "numeric value is empty");
+        err = NS_ERR_SCHEMA;
+    } else {
+        err = convert_unscaled(bytes, len, scale, out, errstr, errstr_size);
+    }
+    free(bytes);
+    return err;
+}
+
+/* -?digits(.digits*)?([eE][+-]?digits)? as PostgreSQL or Debezium's
+ * decimal.handling.mode=string writes it. */
+static int convert_is_decimal(const char *s)
+{
+    if (*s == '-')
+        s++;
+    if (!convert_is_digit(*s))
+        return 0;
+    while (convert_is_digit(*s))
+        s++;
+    if (*s == '.') {
+        s++;
+        while (convert_is_digit(*s))
+            s++;
+    }
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-')
+            s++;
+        if (!convert_is_digit(*s))
+            return 0;
+        while (convert_is_digit(*s))
+            s++;
+    }
+    return *s == '\0';
+}
+
+static enum ns_err convert_decimal_string(const char *s, double *out,
+                                          char *errstr, size_t errstr_size)
+{
+    double d;
+
+    d = strtod(s, NULL);
+    if (!isfinite(d)) {
+        convert_seterr(errstr, errstr_size,
+                       "numeric value is out of the range of a double");
+        return NS_ERR_SCHEMA;
+    }
+    *out = d;
+    return NS_OK;
+}
+
+/*
+ * numeric: a JSON number as is; {"scale": s, "value": base64}
+ * (VariableScaleDecimal, its own scale wins); or a string. With a known
+ * scale a string that is valid base64 is the unscaled integer
+ * (decimal.handling.mode=precise), so "1234" is base64 there; any other
+ * string must be a decimal number (decimal.handling.mode=string). Without
+ * a scale a string must be a decimal number.
+ */
+static enum ns_err convert_numeric(const cJSON *v, int scale, cJSON **out,
+                                   char *errstr, size_t errstr_size)
+{
+    const cJSON *vs, *vv;
+    const char *s;
+    double d;
+    int64_t vscale;
+    enum ns_err err;
+
+    if (cJSON_IsNumber(v)) {
+        if (!isfinite(v->valuedouble)) {
+            convert_seterr(errstr, errstr_size,
+                           "numeric value is out of the range of a double");
+            return NS_ERR_SCHEMA;
+        }
+        return convert_number_out(v->valuedouble, out, errstr, errstr_size);
+    }
+    if (cJSON_IsObject(v)) {
+        vs = cJSON_GetObjectItemCaseSensitive(v, "scale");
+        vv = cJSON_GetObjectItemCaseSensitive(v, "value");
+        if (!cJSON_IsNumber(vs) ||
+            convert_double_to_int64(vs->valuedouble, &vscale) != 0 ||
+            vscale < -CONVERT_SCALE_MAX || vscale > CONVERT_SCALE_MAX) {
+            convert_seterr(errstr, errstr_size,
+                           "numeric object needs an integral \"scale\" "
+                           "within -%d..%d", CONVERT_SCALE_MAX,
+                           CONVERT_SCALE_MAX);
+            return NS_ERR_SCHEMA;
+        }
+        if (!cJSON_IsString(vv) || !vv->valuestring ||
+            !convert_b64_valid(vv->valuestring, strlen(vv->valuestring))) {
+            convert_seterr(errstr, errstr_size,
+                           "numeric object needs a base64 string \"value\"");
+            return NS_ERR_SCHEMA;
+        }
+        err = convert_b64_numeric(vv->valuestring, (int)vscale, &d, errstr,
+                                  errstr_size);
+        if (err)
+            return err;
+        return convert_number_out(d, out, errstr, errstr_size);
+    }
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return convert_wrong_type(v, COL_NUMERIC, errstr, errstr_size);
+    s = v->valuestring;
+    if (strcmp(s, "NaN") == 0 || strcmp(s, "Infinity") == 0 ||
+        strcmp(s, "-Infinity") == 0) {
+        convert_seterr(errstr, errstr_size,
+                       "numeric value %s has no JSON representation", s);
+        return NS_ERR_SCHEMA;
+    }
+    if (scale > CONVERT_SCALE_MAX) {
+        convert_seterr(errstr, errstr_size,
+                       "numeric scale %d is larger than %d", scale,
+                       CONVERT_SCALE_MAX);
+        return NS_ERR_SCHEMA;
+    }
+    if (scale >= 0 && convert_b64_valid(s, strlen(s)))
+        err = convert_b64_numeric(s, scale, &d, errstr, errstr_size);
+    else if (convert_is_decimal(s))
+        err = convert_decimal_string(s, &d, errstr, errstr_size);
+    else if (convert_b64_valid(s, strlen(s))) {
+        convert_seterr(errstr, errstr_size,
+                       "numeric value is base64 but its scale is unknown");
+        err = NS_ERR_SCHEMA;
+    } else {
+        convert_seterr(errstr, errstr_size,
+                       "numeric value is not base64 nor a decimal number");
+        err = NS_ERR_SCHEMA;
+    }
+    if (err)
+        return err;
+    return convert_number_out(d, out, errstr, errstr_size);
+}
+
+static enum ns_err convert_text_array(const cJSON *v, cJSON **out,
+                                      char *errstr, size_t errstr_size)
+{
+    cJSON *arr = NULL, *item = NULL;
+    const cJSON *el;
+    size_t i = 0;
+    enum ns_err err = NS_OK;
+
+    if (!cJSON_IsArray(v))
+        return convert_wrong_type(v, COL_TEXT_ARRAY, errstr, errstr_size);
+    arr = cJSON_CreateArray();
+    if (!arr)
+        return convert_nomem(errstr, errstr_size);
+    cJSON_ArrayForEach(el, v) {
+        if (cJSON_IsNull(el)) {
+            item = cJSON_CreateNull();
+        } else if (cJSON_IsString(el) && el->valuestring) {
+            item = cJSON_CreateString(el->valuestring);
+        } else {
+            convert_seterr(errstr, errstr_size,
+                           "text_array element %zu is %s, not a string or "
+                           "null", i, convert_json_kind(el));
+            err = NS_ERR_SCHEMA;
+            goto cleanup;
+        }
+        if (!item) {
+            err = convert_nomem(errstr, errstr_size);
+            goto cleanup;
+        }
+        cJSON_AddItemToArray(arr, item);   /* arr adopts item */
+        item = NULL;
+        i++;
+    }
+    *out = arr;
+    arr = NULL;
+
+cleanup:
+    cJSON_Delete(arr);
+    return err;
+}
+
+enum ns_err convert_value(const struct cJSON *v, enum col_type type,
+                          int scale, struct cJSON **out, char *errstr,
+                          size_t errstr_size)
+{
+    if (errstr && errstr_size)
+        errstr[0] = '\0';
+    if (!out) {
+        convert_seterr(errstr, errstr_size, "no place for the value");
+        return NS_ERR_SCHEMA;
+    }
+    *out = NULL;
+    if ((int)type < 0 || type >= COL__COUNT) {
+        convert_seterr(errstr, errstr_size, "unknown column type %d",
+                       (int)type);
+        return NS_ERR_SCHEMA;
+    }
+    if (!v || cJSON_IsNull(v)) {
+        *out = cJSON_CreateNull();
+        return *out ? NS_OK : convert_nomem(errstr, errstr_size);
+    }
+    if (convert_is_unavailable(v)) {
+        convert_seterr(errstr, errstr_size,
+                       "value is the unchanged-TOAST placeholder "
+                       CONVERT_UNAVAILABLE "; callers must skip the column");
+        return NS_ERR_SCHEMA;
+    }
+    switch (type) {
+    case COL_UUID:
+        return convert_uuid(v, out, errstr, errstr_size);
+    case COL_TEXT:
+    case COL_ENUM:
+        if (!cJSON_IsString(v) || !v->valuestring)
+            return convert_wrong_type(v, type, errstr, errstr_size);
+        return convert_string_out(v->valuestring, out, errstr, errstr_size);
+    case COL_INT:
+        return convert_int(v, out, errstr, errstr_size);
+    case COL_FLOAT:
+        return convert_float(v, out, errstr, errstr_size);
+    case COL_BOOL:
+        if (!cJSON_IsBool(v))
+            return convert_wrong_type(v, type, errstr, errstr_size);
+        *out = cJSON_CreateBool(cJSON_IsTrue(v));
+        return *out ? NS_OK : convert_nomem(errstr, errstr_size);
+    case COL_JSON:
+        return convert_json(v, out, errstr, errstr_size);
+    case COL_TIMESTAMPTZ:
+        return convert_timestamptz(v, out, errstr, errstr_size);
+    case COL_TIMESTAMP:
+        return convert_timestamp(v, out, errstr, errstr_size);
+    case COL_DATE:
+        return convert_date(v, out, errstr, errstr_size);
+    case COL_NUMERIC:
+        return convert_numeric(v, scale, out, errstr, errstr_size);
+    case COL_TEXT_ARRAY:
+        return convert_text_array(v, out, errstr, errstr_size);
+    case COL__COUNT:
+        break;
+    }
+    convert_seterr(errstr, errstr_size, "unknown column type %d", (int)type);
+    return NS_ERR_SCHEMA;
+}

@@ -1,0 +1,96 @@
+"""Unit tests: the C test binaries built from tests/unit/test_*.c, plain and
+under AddressSanitizer/UBSan, and the fuzz corpus replayed under ASan/UBSan.
+
+Each binary reads its data cases from tests/cases/<name>/ and prints
+"ok NAME" / "not ok NAME: why" per case; it exits non-zero on any failure.
+Needs no server. Standard library and pytest only.
+"""
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+UNIT_NAMES = sorted(p.stem for p in (ROOT / "tests" / "unit").glob("test_*.c"))
+CORPORA = sorted(p.name for p in (ROOT / "tests" / "fuzz" / "corpus").iterdir()
+                 if p.is_dir()) if (ROOT / "tests" / "fuzz" / "corpus").is_dir() else []
+
+# Sources of the replay driver: the fuzz entry point of corpus <name> is
+# tests/fuzz/fuzz_<name>.c; it needs these common modules.
+REPLAY_COMMON = ["common/event.c", "common/convert.c", "common/buf.c",
+                 "common/err.c", "common/log.c"]
+SAN_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined",
+             "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
+SAN_ENV = {
+    "ASAN_OPTIONS": "abort_on_error=1:detect_leaks=1:strict_string_checks=1",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+}
+TIMEOUT = 600
+
+
+def _run(cmd, env=None, timeout=TIMEOUT):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, timeout=timeout,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace")
+
+
+def _tail(text, n=6000):
+    return text if len(text) <= n else "...\n" + text[-n:]
+
+
+def _failed_lines(out):
+    bad = [line for line in out.splitlines() if line.startswith("not ok")]
+    return "\n".join(bad[:50])
+
+
+@pytest.fixture(scope="session")
+def unit_build():
+    """`make unit`, once per session."""
+    res = _run(["make", f"-j{os.cpu_count() or 1}", "unit"])
+    assert res.returncode == 0, f"make unit failed:\n{_tail(res.stdout)}"
+
+
+@pytest.fixture(scope="session")
+def asan_build():
+    """`make asan` (everything, with ASan/UBSan), once per session."""
+    res = _run(["make", f"-j{os.cpu_count() or 1}", "asan"])
+    assert res.returncode == 0, f"make asan failed:\n{_tail(res.stdout)}"
+
+
+def _check_unit(binary, env=None):
+    assert binary.exists(), f"{binary} was not built"
+    res = _run([str(binary)], env=env)
+    assert res.returncode == 0, (
+        f"{binary.relative_to(ROOT)} exited {res.returncode}\n"
+        f"{_failed_lines(res.stdout)}\n--- output ---\n{_tail(res.stdout)}")
+    assert " passed, 0 failed" in res.stdout, _tail(res.stdout)
+
+
+@pytest.mark.parametrize("name", UNIT_NAMES)
+def test_unit(unit_build, name):
+    _check_unit(ROOT / "build" / "tests" / name)
+
+
+@pytest.mark.parametrize("name", UNIT_NAMES)
+def test_unit_asan(asan_build, name):
+    _check_unit(ROOT / "build" / "asan" / "tests" / name, env=SAN_ENV)
+
+
+@pytest.mark.parametrize("corpus", CORPORA)
+def test_fuzz_corpus_replay_asan(corpus, tmp_path):
+    """Every saved fuzz input, through the fuzz entry point, under gcc's
+    ASan/UBSan (no clang needed)."""
+    entry = ROOT / "tests" / "fuzz" / f"fuzz_{corpus}.c"
+    assert entry.exists(), f"corpus {corpus} has no entry point {entry.name}"
+    binary = tmp_path / f"replay_{corpus}"
+    build = _run(["gcc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra",
+                  "-Werror", "-Icommon", *SAN_FLAGS, "tests/fuzz/replay.c",
+                  str(entry.relative_to(ROOT)), *REPLAY_COMMON,
+                  "-lcjson", "-lm", "-o", str(binary)])
+    assert build.returncode == 0, f"replay build failed:\n{_tail(build.stdout)}"
+    res = _run([str(binary), f"tests/fuzz/corpus/{corpus}"], env=SAN_ENV)
+    assert res.returncode == 0, f"replay of {corpus} failed:\n{_tail(res.stdout)}"
+    assert "replayed" in res.stdout, _tail(res.stdout)
