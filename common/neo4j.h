@@ -48,8 +48,8 @@ void neo4j_client_free(struct neo4j_client *nc);
  *  - NS_ERR_NEO4J_PERMANENT: any other Neo.ClientError.* (syntax, type,
  *    constraint): the statements or their data are wrong.
  * errstr gets "code: message". *failed_stmt (if not NULL) gets the index of
- * the statement that failed when it can be told (the number of results
- * returned before the error), else n.
+ * the statement that failed when it can be told (the number of statements
+ * that completed before the error), else n.
  */
 enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
                       size_t n, struct cJSON **results, size_t *failed_stmt,

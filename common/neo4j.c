@@ -1,0 +1,557 @@
+#include "neo4j.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "buf.h"
+
+/*
+ * Caps on what one request may send and receive. A batch whose body or
+ * response would pass them is refused rather than buffered without end.
+ */
+#define NEO4J_MAX_REQUEST (64u * 1024u * 1024u)
+#define NEO4J_MAX_RESPONSE (64u * 1024u * 1024u)
+
+/* Deeper parameter trees are refused (cJSON_Parse stops at 1000 too). */
+#define NEO4J_MAX_DEPTH 1000
+
+/* Connecting to a live server on a LAN takes milliseconds; a refused
+ * connection fails at once. Past this a server counts as unreachable. */
+#define NEO4J_CONNECT_TIMEOUT_MS 3000L
+
+struct neo4j_client {
+    CURL *curl;                   /* one easy handle: keeps the connection */
+    struct curl_slist *headers;
+    char *endpoint;               /* {url}/db/{db}/tx/commit */
+    struct buf req;               /* request body, capped */
+    struct buf resp;              /* response body, capped */
+    int resp_overflow;            /* the write callback hit the cap */
+    char curl_err[CURL_ERROR_SIZE];
+};
+
+static void neo4j_set_err(char *errstr, size_t errstr_size, const char *fmt,
+                          ...) __attribute__((format(printf, 3, 4)));
+
+static void neo4j_set_err(char *errstr, size_t errstr_size, const char *fmt,
+                          ...)
+{
+    va_list ap;
+
+    if (!errstr || errstr_size == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
+/* libcurl write callback: append to the capped response buffer. Returning
+ * less than asked aborts the transfer with CURLE_WRITE_ERROR. */
+static size_t neo4j_write_cb(char *ptr, size_t size, size_t nmemb,
+                             void *userdata)
+{
+    struct neo4j_client *nc = userdata;
+    size_t len = size * nmemb;
+
+    if (buf_add(&nc->resp, ptr, len) != NS_OK) {
+        nc->resp_overflow = 1;
+        return 0;
+    }
+    return len;
+}
+
+/* Builds "{url}/db/{db}/tx/commit" into *out (caller frees). */
+static enum ns_err neo4j_endpoint(CURL *curl, const char *url, const char *db,
+                                  char **out)
+{
+    struct buf b;
+    char *db_esc = NULL;
+    size_t url_len = strlen(url);
+    enum ns_err err;
+
+    buf_init(&b, 4096);
+    while (url_len > 0 && url[url_len - 1] == '/')
+        url_len--;
+    db_esc = curl_easy_escape(curl, db, 0);
+    if (!db_esc) {
+        err = NS_ERR_NOMEM;
+        goto cleanup;
+    }
+    err = buf_add(&b, url, url_len);
+    if (err)
+        goto cleanup;
+    err = buf_addf(&b, "/db/%s/tx/commit", db_esc);
+    if (err)
+        goto cleanup;
+    *out = buf_take(&b);
+
+cleanup:
+    curl_free(db_esc);
+    buf_free(&b);
+    return err;
+}
+
+enum ns_err neo4j_client_new(const char *url, const char *db,
+                             const char *user, const char *password,
+                             long timeout_ms, struct neo4j_client **out,
+                             char *errstr, size_t errstr_size)
+{
+    struct neo4j_client *nc = NULL;
+    enum ns_err err = NS_OK;
+    CURLcode rc;
+    long connect_ms;
+    static const char *const headers[] = {
+        "Content-Type: application/json",
+        "Accept: application/json;charset=UTF-8",
+        /* the body goes at once; no 100-continue round trip */
+        "Expect:",
+    };
+
+    *out = NULL;
+    if (!url || (strncmp(url, "http://", 7) != 0 &&
+                 strncmp(url, "https://", 8) != 0)) {
+        neo4j_set_err(errstr, errstr_size,
+                      "Neo4j url must start with http:// or https://");
+        return NS_ERR_CONFIG;
+    }
+    if (!db || !*db) {
+        neo4j_set_err(errstr, errstr_size, "Neo4j database name is empty");
+        return NS_ERR_CONFIG;
+    }
+    if (timeout_ms <= 0) {
+        neo4j_set_err(errstr, errstr_size,
+                      "Neo4j timeout must be positive, got %ld ms", timeout_ms);
+        return NS_ERR_CONFIG;
+    }
+
+    /* Reference counted: paired with curl_global_cleanup in free. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        neo4j_set_err(errstr, errstr_size, "could not initialise libcurl");
+        return NS_ERR_NOMEM;
+    }
+    nc = calloc(1, sizeof(*nc));
+    if (!nc) {
+        curl_global_cleanup();
+        neo4j_set_err(errstr, errstr_size, "out of memory");
+        return NS_ERR_NOMEM;
+    }
+    buf_init(&nc->req, NEO4J_MAX_REQUEST);
+    buf_init(&nc->resp, NEO4J_MAX_RESPONSE);
+    nc->curl = curl_easy_init();
+    if (!nc->curl) {
+        err = NS_ERR_NOMEM;
+        neo4j_set_err(errstr, errstr_size, "could not create a curl handle");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+        struct curl_slist *list = curl_slist_append(nc->headers, headers[i]);
+
+        if (!list) {
+            err = NS_ERR_NOMEM;
+            neo4j_set_err(errstr, errstr_size, "out of memory");
+            goto cleanup;
+        }
+        nc->headers = list;
+    }
+    err = neo4j_endpoint(nc->curl, url, db, &nc->endpoint);
+    if (err) {
+        neo4j_set_err(errstr, errstr_size, "could not build the Neo4j url");
+        goto cleanup;
+    }
+
+    connect_ms = timeout_ms < NEO4J_CONNECT_TIMEOUT_MS ?
+                 timeout_ms : NEO4J_CONNECT_TIMEOUT_MS;
+    rc = curl_easy_setopt(nc->curl, CURLOPT_URL, nc->endpoint);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_POST, 1L);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_HTTPHEADER, nc->headers);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_WRITEFUNCTION,
+                              neo4j_write_cb);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_WRITEDATA, nc);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_ERRORBUFFER, nc->curl_err);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_TCP_NODELAY, 1L);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* no SIGALRM for timeouts: workers may be multi-threaded */
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_NOSIGNAL, 1L);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_FOLLOWLOCATION, 0L);
+    if (rc == CURLE_OK && user) {
+        rc = curl_easy_setopt(nc->curl, CURLOPT_HTTPAUTH,
+                              (long)CURLAUTH_BASIC);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(nc->curl, CURLOPT_USERNAME, user);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(nc->curl, CURLOPT_PASSWORD,
+                                  password ? password : "");
+    }
+    if (rc != CURLE_OK) {
+        err = NS_ERR_CONFIG;
+        neo4j_set_err(errstr, errstr_size,
+                      "could not configure the curl handle: %s",
+                      curl_easy_strerror(rc));
+        goto cleanup;
+    }
+
+    *out = nc;
+    nc = NULL;
+
+cleanup:
+    neo4j_client_free(nc);
+    return err;
+}
+
+void neo4j_client_free(struct neo4j_client *nc)
+{
+    if (!nc)
+        return;
+    if (nc->curl)
+        curl_easy_cleanup(nc->curl);
+    curl_slist_free_all(nc->headers);
+    free(nc->endpoint);
+    buf_free(&nc->req);
+    buf_free(&nc->resp);
+    free(nc);
+    curl_global_cleanup();
+}
+
+/*
+ * The request body {"statements":[{"statement":..,"parameters":..},..]}.
+ * Statement texts and parameter objects are borrowed by reference, so
+ * nothing of the caller's is copied, and cJSON_Delete of the returned tree
+ * frees only what was made here. Returns NULL when out of memory.
+ */
+static cJSON *neo4j_body_new(const struct neo4j_stmt *stmts, size_t n)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *list = NULL;
+
+    if (!root)
+        return NULL;
+    list = cJSON_AddArrayToObject(root, "statements");
+    if (!list)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *stmt = cJSON_CreateObject();
+        cJSON *item;
+
+        if (!stmt)
+            goto fail;
+        cJSON_AddItemToArray(list, stmt);
+        item = cJSON_CreateStringReference(stmts[i].cypher);
+        if (!item)
+            goto fail;
+        cJSON_AddItemToObject(stmt, "statement", item);
+        /* An object reference points at the first member, not at the
+         * object: it prints as the caller's object without owning it. */
+        item = cJSON_CreateObjectReference(
+            stmts[i].params ? stmts[i].params->child : NULL);
+        if (!item)
+            goto fail;
+        cJSON_AddItemToObject(stmt, "parameters", item);
+        /* Only a statement that ran to its end gets "stats": that is how
+         * neo4j_run tells which one failed (see neo4j_completed). */
+        if (!cJSON_AddTrueToObject(stmt, "includeStats"))
+            goto fail;
+    }
+    return root;
+
+fail:
+    cJSON_Delete(root);
+    return NULL;
+}
+
+/* A JSON string: '"', '\\' and control characters escaped, other bytes
+ * (UTF-8) as they are. */
+static enum ns_err neo4j_json_string(struct buf *b, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *run = p;
+    enum ns_err err = buf_add(b, "\"", 1);
+
+    for (; !err && *p; p++) {
+        if (*p >= 0x20 && *p != '"' && *p != '\\')
+            continue;
+        err = buf_add(b, run, (size_t)(p - run));
+        if (err)
+            break;
+        run = p + 1;
+        switch (*p) {
+        case '"': err = buf_adds(b, "\\\""); break;
+        case '\\': err = buf_adds(b, "\\\\"); break;
+        case '\n': err = buf_adds(b, "\\n"); break;
+        case '\r': err = buf_adds(b, "\\r"); break;
+        case '\t': err = buf_adds(b, "\\t"); break;
+        default: err = buf_addf(b, "\\u%04x", *p); break;
+        }
+    }
+    if (!err)
+        err = buf_add(b, run, (size_t)(p - run));
+    if (!err)
+        err = buf_add(b, "\"", 1);
+    return err;
+}
+
+/*
+ * A JSON number. cJSON keeps numbers as doubles and prints an integral one
+ * of 1e15 or more as "1e+15", which Neo4j reads as FLOAT; a BIGINT column
+ * must stay INTEGER, so integral values within the int64 range are printed
+ * as integers. Others take the shortest of %.15g and %.17g that reads back
+ * exactly, as cJSON does; NaN and infinities, which JSON lacks, are null.
+ */
+static enum ns_err neo4j_json_number(struct buf *b, double d)
+{
+    char tmp[64];
+    double back;
+
+    if (d != d || d > 1.7976931348623157e308 || d < -1.7976931348623157e308)
+        return buf_adds(b, "null");
+    if (d >= -9.2e18 && d <= 9.2e18 && d == (double)(long long)d)
+        return buf_addf(b, "%lld", (long long)d);
+    snprintf(tmp, sizeof(tmp), "%1.15g", d);
+    if (sscanf(tmp, "%lg", &back) != 1 || back != d)
+        snprintf(tmp, sizeof(tmp), "%1.17g", d);
+    return buf_adds(b, tmp);
+}
+
+/*
+ * Serialize item into b. Used instead of cJSON_Print so that the body
+ * grows inside its cap and numbers keep their integer type (see above).
+ * Reference items (borrowed parameters) print as what they point to.
+ */
+static enum ns_err neo4j_json_write(struct buf *b, const cJSON *item,
+                                    int depth)
+{
+    const cJSON *child;
+    enum ns_err err = NS_OK;
+    int object = cJSON_IsObject(item);
+
+    if (depth > NEO4J_MAX_DEPTH)
+        return NS_ERR_LIMIT;
+    if (cJSON_IsNull(item))
+        return buf_adds(b, "null");
+    if (cJSON_IsTrue(item))
+        return buf_adds(b, "true");
+    if (cJSON_IsFalse(item))
+        return buf_adds(b, "false");
+    if (cJSON_IsNumber(item))
+        return neo4j_json_number(b, item->valuedouble);
+    if (cJSON_IsString(item))
+        return neo4j_json_string(b, item->valuestring ? item->valuestring :
+                                 "");
+    if (cJSON_IsRaw(item) && item->valuestring)
+        return buf_adds(b, item->valuestring);
+    if (!object && !cJSON_IsArray(item))
+        return NS_ERR_PARSE;
+    err = buf_add(b, object ? "{" : "[", 1);
+    for (child = item->child; !err && child; child = child->next) {
+        if (child != item->child)
+            err = buf_add(b, ",", 1);
+        if (!err && object)
+            err = neo4j_json_string(b, child->string ? child->string : "");
+        if (!err && object)
+            err = buf_add(b, ":", 1);
+        if (!err)
+            err = neo4j_json_write(b, child, depth + 1);
+    }
+    if (!err)
+        err = buf_add(b, object ? "}" : "]", 1);
+    return err;
+}
+
+/*
+ * How many statements ran to completion before an error. A statement that
+ * fails while running still leaves a result (its columns, maybe some rows),
+ * one that fails to compile leaves none, so counting results is not enough;
+ * a completed result is the one that carries "stats".
+ */
+static size_t neo4j_completed(const cJSON *res)
+{
+    const cJSON *it;
+    size_t done = 0;
+
+    cJSON_ArrayForEach(it, res) {
+        if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(it, "stats")))
+            break;
+        done++;
+    }
+    return done;
+}
+
+/*
+ * Transient or permanent, per neo4j.h: Neo.ClientError.* is the request's
+ * fault except Security (credentials, rate limits); everything else
+ * (TransientError, DatabaseError, unknown) can heal by itself.
+ */
+static enum ns_err neo4j_classify(const char *code)
+{
+    static const char client[] = "Neo.ClientError.";
+    static const char security[] = "Neo.ClientError.Security.";
+
+    if (strncmp(code, client, sizeof(client) - 1) != 0)
+        return NS_ERR_NEO4J_TRANSIENT;
+    if (strncmp(code, security, sizeof(security) - 1) == 0)
+        return NS_ERR_NEO4J_TRANSIENT;
+    return NS_ERR_NEO4J_PERMANENT;
+}
+
+/*
+ * Contract in neo4j.h. Failure paths, in order: the body cannot be built or
+ * is too large (permanent: the batch must be split, or a parameter is not
+ * JSON); the transfer fails (transient, except a response past the cap,
+ * which says the statements return too much: permanent); the server answers
+ * with errors[] (classified by code); a non-2xx status or a body that is
+ * not the expected JSON, with no Neo4j code in it (transient: a proxy or a
+ * server in trouble, not the event's fault).
+ */
+enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
+                      size_t n, struct cJSON **results, size_t *failed_stmt,
+                      char *errstr, size_t errstr_size)
+{
+    cJSON *body = NULL;
+    cJSON *resp = NULL;
+    const cJSON *errors;
+    const cJSON *first;
+    const cJSON *res;
+    long status = 0;
+    CURLcode rc;
+    enum ns_err err = NS_OK;
+
+    if (results)
+        *results = NULL;
+    if (failed_stmt)
+        *failed_stmt = n;
+    for (size_t i = 0; i < n; i++) {
+        if (!stmts[i].cypher ||
+            (stmts[i].params && !cJSON_IsObject(stmts[i].params))) {
+            neo4j_set_err(errstr, errstr_size,
+                          "statement %zu has no text or its parameters are "
+                          "not an object", i);
+            if (failed_stmt)
+                *failed_stmt = i;
+            return NS_ERR_NEO4J_PERMANENT;
+        }
+    }
+
+    body = neo4j_body_new(stmts, n);
+    if (!body) {
+        err = NS_ERR_NOMEM;
+        neo4j_set_err(errstr, errstr_size, "out of memory building request");
+        goto cleanup;
+    }
+    buf_reset(&nc->req);
+    err = neo4j_json_write(&nc->req, body, 0);
+    if (err == NS_ERR_NOMEM) {
+        neo4j_set_err(errstr, errstr_size, "out of memory printing request");
+        goto cleanup;
+    }
+    if (err == NS_ERR_LIMIT) {
+        neo4j_set_err(errstr, errstr_size,
+                      "request exceeds %u bytes or nests deeper than %d",
+                      NEO4J_MAX_REQUEST, NEO4J_MAX_DEPTH);
+        err = NS_ERR_NEO4J_PERMANENT;
+        goto cleanup;
+    }
+    if (err) {
+        neo4j_set_err(errstr, errstr_size,
+                      "parameters hold an item that is not JSON");
+        err = NS_ERR_NEO4J_PERMANENT;
+        goto cleanup;
+    }
+
+    buf_reset(&nc->resp);
+    nc->resp_overflow = 0;
+    nc->curl_err[0] = '\0';
+    rc = curl_easy_setopt(nc->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                          (curl_off_t)nc->req.len);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_POSTFIELDS,
+                              buf_str(&nc->req));
+    if (rc == CURLE_OK)
+        rc = curl_easy_perform(nc->curl);
+    /* The body buffer is reused; leave no stale pointer in the handle.
+     * Setting a pointer option cannot fail. */
+    (void)curl_easy_setopt(nc->curl, CURLOPT_POSTFIELDS, NULL);
+    if (rc != CURLE_OK) {
+        if (nc->resp_overflow) {
+            err = NS_ERR_NEO4J_PERMANENT;
+            neo4j_set_err(errstr, errstr_size,
+                          "Neo4j response exceeds the %u byte limit",
+                          NEO4J_MAX_RESPONSE);
+        } else {
+            err = NS_ERR_NEO4J_TRANSIENT;
+            neo4j_set_err(errstr, errstr_size,
+                          "could not reach Neo4j at %s: %s", nc->endpoint,
+                          nc->curl_err[0] ? nc->curl_err :
+                          curl_easy_strerror(rc));
+        }
+        goto cleanup;
+    }
+    rc = curl_easy_getinfo(nc->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (rc != CURLE_OK)
+        status = 0;
+
+    resp = cJSON_ParseWithLength(buf_str(&nc->resp), nc->resp.len);
+    if (!resp || !cJSON_IsObject(resp)) {
+        err = NS_ERR_NEO4J_TRANSIENT;
+        neo4j_set_err(errstr, errstr_size,
+                      "could not parse the Neo4j response: HTTP %ld, %zu "
+                      "bytes", status, nc->resp.len);
+        goto cleanup;
+    }
+
+    errors = cJSON_GetObjectItemCaseSensitive(resp, "errors");
+    first = cJSON_IsArray(errors) ? cJSON_GetArrayItem(errors, 0) : NULL;
+    res = cJSON_GetObjectItemCaseSensitive(resp, "results");
+    if (first) {
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(first, "code");
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(first, "message");
+        const char *code_s = cJSON_IsString(code) ? code->valuestring :
+                             "Neo.Unknown";
+        const char *msg_s = cJSON_IsString(msg) ? msg->valuestring : "";
+
+        err = neo4j_classify(code_s);
+        neo4j_set_err(errstr, errstr_size, "%s: %s", code_s, msg_s);
+        /* Statements run in order and stop at the first error. */
+        if (failed_stmt && cJSON_IsArray(res)) {
+            size_t done = neo4j_completed(res);
+
+            *failed_stmt = done < n ? done : n;
+        }
+        goto cleanup;
+    }
+    if (status < 200 || status > 299) {
+        err = NS_ERR_NEO4J_TRANSIENT;
+        neo4j_set_err(errstr, errstr_size,
+                      "Neo4j answered HTTP %ld without an error code", status);
+        goto cleanup;
+    }
+    if (!cJSON_IsArray(res) || (size_t)cJSON_GetArraySize(res) != n) {
+        err = NS_ERR_NEO4J_TRANSIENT;
+        neo4j_set_err(errstr, errstr_size,
+                      "Neo4j response has %d results for %zu statements",
+                      cJSON_IsArray(res) ? cJSON_GetArraySize(res) : -1, n);
+        goto cleanup;
+    }
+    if (results)
+        *results = cJSON_DetachItemFromObjectCaseSensitive(resp, "results");
+
+cleanup:
+    cJSON_Delete(resp);
+    cJSON_Delete(body);
+    return err;
+}

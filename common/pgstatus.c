@@ -1,0 +1,592 @@
+#include "pgstatus.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Debian keeps libpq's headers in a subdirectory (pkg-config --cflags). */
+#if defined(__has_include) && __has_include(<libpq-fe.h>)
+#include <libpq-fe.h>
+#else
+#include <postgresql/libpq-fe.h>
+#endif
+
+#include "buf.h"
+
+/* Caps on the SQL text of one UPDATE and on one array parameter. */
+#define PG_STATUS_SQL_MAX (64u * 1024u)
+#define PG_STATUS_ARRAY_MAX (64u * 1024u * 1024u)
+
+/* last_sync_error keeps at most this many bytes of a reason. */
+#define PG_STATUS_ERROR_MAX 2000u
+
+/* Defaults a conninfo string may override: a dead host must not hang the
+ * worker, nor may a row lock held by someone else. */
+#define PG_STATUS_CONNECT_TIMEOUT "10"
+#define PG_STATUS_OPTIONS "-c statement_timeout=30000"
+
+/* Parameters of one UPDATE: up to two keys, the version or the reason, and
+ * the element id. */
+#define PG_STATUS_PARAMS 4
+
+/*
+ * The UPDATEs run per table in this order, so that an event which failed
+ * and a later one which succeeded, both in one batch, leave SUCCESS; the
+ * other way round the version guard already keeps the stale SUCCESS out.
+ * SUCCESS rows without an element id are updated apart from those with
+ * one, so a missing id never erases a stored one: the writer role may
+ * update the id column but not read it, which rules out COALESCE.
+ */
+enum pg_status_pass {
+    PG_STATUS_PASS_FAILED = 0,
+    PG_STATUS_PASS_SUCCESS_ID,
+    PG_STATUS_PASS_SUCCESS,
+    PG_STATUS_PASS__COUNT
+};
+
+struct pg_status {
+    char *conninfo;
+    const struct mapping *map;    /* borrowed: outlives the writer */
+    PGconn *conn;                 /* NULL until the first write */
+    struct buf sql;
+    struct buf arr[PG_STATUS_PARAMS];
+};
+
+static void pg_status_set_err(char *errstr, size_t errstr_size,
+                              const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void pg_status_set_err(char *errstr, size_t errstr_size,
+                              const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!errstr || errstr_size == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
+/* libpq messages end in a newline and may span lines; keep the first. */
+static void pg_status_first_line(const char *msg, char *out, size_t out_size)
+{
+    size_t len = strcspn(msg, "\n");
+
+    if (len >= out_size)
+        len = out_size - 1;
+    memcpy(out, msg, len);
+    out[len] = '\0';
+}
+
+static const char *pg_status_id_column(const struct mapping_table *tbl)
+{
+    return tbl->node_id_column ? tbl->node_id_column : tbl->rel_id_column;
+}
+
+enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
+                          struct pg_status **out, char *errstr,
+                          size_t errstr_size)
+{
+    struct pg_status *ps = NULL;
+    const struct mapping_sync *sync;
+    enum ns_err err = NS_OK;
+
+    *out = NULL;
+    if (!conninfo || !map) {
+        pg_status_set_err(errstr, errstr_size,
+                          "conninfo and mapping are required");
+        return NS_ERR_CONFIG;
+    }
+    /* The mapping loader checks names already; SQL is spliced from them,
+     * so check again where the splicing happens. */
+    sync = &map->sync;
+    if (!mapping_is_identifier(map->pg_schema) ||
+        !mapping_is_identifier(sync->version) ||
+        !mapping_is_identifier(sync->status) ||
+        !mapping_is_identifier(sync->attempts) ||
+        !mapping_is_identifier(sync->error) ||
+        !mapping_is_identifier(sync->timestamp)) {
+        pg_status_set_err(errstr, errstr_size,
+                          "mapping schema or sync column names are not "
+                          "plain identifiers");
+        return NS_ERR_CONFIG;
+    }
+    for (size_t i = 0; i < map->table_count; i++) {
+        const struct mapping_table *tbl = &map->tables[i];
+        int ok = mapping_is_identifier(tbl->table) &&
+                 tbl->key_count <= 2 &&
+                 (!tbl->node_id_column ||
+                  mapping_is_identifier(tbl->node_id_column)) &&
+                 (!tbl->rel_id_column ||
+                  mapping_is_identifier(tbl->rel_id_column));
+
+        for (size_t k = 0; ok && k < tbl->key_count; k++)
+            ok = mapping_is_identifier(tbl->key_columns[k]);
+        if (!ok && tbl->kind != MAPPING_NONE) {
+            pg_status_set_err(errstr, errstr_size,
+                              "table %s: names are not plain identifiers "
+                              "or it has more than two key columns",
+                              tbl->table ? tbl->table : "?");
+            return NS_ERR_CONFIG;
+        }
+    }
+
+    ps = calloc(1, sizeof(*ps));
+    if (!ps) {
+        err = NS_ERR_NOMEM;
+        pg_status_set_err(errstr, errstr_size, "out of memory");
+        goto cleanup;
+    }
+    buf_init(&ps->sql, PG_STATUS_SQL_MAX);
+    for (size_t i = 0; i < PG_STATUS_PARAMS; i++)
+        buf_init(&ps->arr[i], PG_STATUS_ARRAY_MAX);
+    ps->map = map;
+    ps->conninfo = strdup(conninfo);
+    if (!ps->conninfo) {
+        err = NS_ERR_NOMEM;
+        pg_status_set_err(errstr, errstr_size, "out of memory");
+        goto cleanup;
+    }
+    *out = ps;
+    ps = NULL;
+
+cleanup:
+    pg_status_free(ps);
+    return err;
+}
+
+void pg_status_free(struct pg_status *ps)
+{
+    if (!ps)
+        return;
+    if (ps->conn)
+        PQfinish(ps->conn);
+    buf_free(&ps->sql);
+    for (size_t i = 0; i < PG_STATUS_PARAMS; i++)
+        buf_free(&ps->arr[i]);
+    free(ps->conninfo);
+    free(ps);
+}
+
+/*
+ * Make sure there is a usable connection: the first call connects, a
+ * connection that broke is reset. conninfo comes last so that anything it
+ * sets wins over our defaults (expand_dbname).
+ */
+static enum ns_err pg_status_connect(struct pg_status *ps, char *errstr,
+                                     size_t errstr_size)
+{
+    static const char *const keywords[] = {
+        "connect_timeout", "client_encoding", "options",
+        "fallback_application_name", "dbname", NULL};
+    const char *values[] = {
+        PG_STATUS_CONNECT_TIMEOUT, "UTF8", PG_STATUS_OPTIONS,
+        "nexus-sync", ps->conninfo, NULL};
+    char msg[512];
+
+    if (ps->conn && PQstatus(ps->conn) == CONNECTION_OK)
+        return NS_OK;
+    if (ps->conn)
+        PQreset(ps->conn);
+    else
+        ps->conn = PQconnectdbParams(keywords, values, 1);
+    if (!ps->conn) {
+        pg_status_set_err(errstr, errstr_size,
+                          "could not connect to PostgreSQL: out of memory");
+        return NS_ERR_NOMEM;
+    }
+    if (PQstatus(ps->conn) != CONNECTION_OK) {
+        pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
+        pg_status_set_err(errstr, errstr_size,
+                          "could not connect to PostgreSQL: %s", msg);
+        return NS_ERR_PG_TRANSIENT;
+    }
+    return NS_OK;
+}
+
+/*
+ * Whether a failed statement can succeed later. A lost connection has no
+ * SQLSTATE; of the server's classes, connection exceptions (08), rollbacks
+ * for serialization or deadlock (40), lack of resources (53), operator
+ * intervention and cancels such as statement_timeout (57), system errors
+ * (58) and lock_not_available (55P03) are transient. Everything else is the
+ * statement's fault (syntax, privileges, data).
+ */
+static enum ns_err pg_status_classify(PGconn *conn, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) :
+                        NULL;
+
+    if (PQstatus(conn) != CONNECTION_OK || !state || strlen(state) != 5)
+        return NS_ERR_PG_TRANSIENT;
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0 ||
+        strncmp(state, "53", 2) == 0 || strncmp(state, "57", 2) == 0 ||
+        strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0)
+        return NS_ERR_PG_TRANSIENT;
+    return NS_ERR_PG_PERMANENT;
+}
+
+/* Run one statement that returns no rows; on failure classify it and put
+ * "what: SQLSTATE message" into errstr. */
+static enum ns_err pg_status_exec(struct pg_status *ps, const char *what,
+                                  const char *sql, int nparams,
+                                  const char *const *values, char *errstr,
+                                  size_t errstr_size)
+{
+    PGresult *res;
+    enum ns_err err = NS_OK;
+    char msg[512];
+
+    if (nparams > 0)
+        res = PQexecParams(ps->conn, sql, nparams, NULL, values, NULL, NULL,
+                           0);
+    else
+        res = PQexec(ps->conn, sql);
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) :
+                            NULL;
+
+        err = pg_status_classify(ps->conn, res);
+        pg_status_first_line(res ? PQresultErrorMessage(res) :
+                             PQerrorMessage(ps->conn), msg, sizeof(msg));
+        if (!msg[0])
+            pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
+        pg_status_set_err(errstr, errstr_size, "could not %s: %s%s%s", what,
+                          state ? state : "", state ? " " : "", msg);
+    }
+    PQclear(res);
+    return err;
+}
+
+/* End a failed transaction. A connection that cannot even roll back is
+ * dropped, so the next call starts from a fresh one. */
+static void pg_status_abort(struct pg_status *ps)
+{
+    PGresult *res;
+    PGTransactionStatusType ts;
+
+    if (!ps->conn || PQstatus(ps->conn) != CONNECTION_OK)
+        return;
+    ts = PQtransactionStatus(ps->conn);
+    if (ts == PQTRANS_IDLE)
+        return;
+    res = PQexec(ps->conn, "ROLLBACK");
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK ||
+        PQtransactionStatus(ps->conn) != PQTRANS_IDLE) {
+        PQfinish(ps->conn);
+        ps->conn = NULL;
+    }
+    PQclear(res);
+}
+
+/*
+ * Length of the valid UTF-8 sequence at p, 0 when p starts an invalid one
+ * (overlong, surrogate, past U+10FFFF, cut short). Never reads past a NUL.
+ */
+static size_t pg_status_utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        return (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if ((p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
+            return 0;
+        if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F))
+            return 0;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if ((p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 ||
+            (p[3] & 0xC0) != 0x80)
+            return 0;
+        if ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] > 0x8F))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/*
+ * Append one element to a PostgreSQL array literal under construction
+ * ("{" already there). NULL becomes the bare NULL; any other value is
+ * double-quoted with '"' and '\' backslash-escaped, so commas, braces,
+ * blanks and the word NULL stay data. Invalid UTF-8 bytes become '?' (the
+ * server would reject the whole array, and with it the batch), and the
+ * value is cut after max bytes on a character boundary, marked by "...".
+ */
+static enum ns_err pg_status_array_add(struct buf *b, const char *s,
+                                       size_t max)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t used = 0;
+    enum ns_err err;
+
+    if (b->len > 1) {
+        err = buf_add(b, ",", 1);
+        if (err)
+            return err;
+    }
+    if (!s)
+        return buf_adds(b, "NULL");
+    err = buf_add(b, "\"", 1);
+    while (!err && *p) {
+        size_t len = pg_status_utf8_len(p);
+
+        if (used + (len ? len : 1) > max) {
+            err = buf_adds(b, "...");
+            break;
+        }
+        if (len == 0) {
+            err = buf_add(b, "?", 1);
+            len = 1;
+        } else if (*p == '"' || *p == '\\') {
+            err = buf_add(b, "\\", 1);
+            if (!err)
+                err = buf_add(b, p, 1);
+        } else {
+            err = buf_add(b, p, len);
+        }
+        p += len;
+        used += len;
+    }
+    if (!err)
+        err = buf_add(b, "\"", 1);
+    return err;
+}
+
+static enum ns_err pg_status_array_add_int(struct buf *b, int64_t v)
+{
+    return buf_addf(b, "%s%lld", b->len > 1 ? "," : "", (long long)v);
+}
+
+static int pg_status_in_pass(const struct pg_status_row *row,
+                             enum pg_status_pass pass)
+{
+    int has_id = pg_status_id_column(row->tbl) != NULL &&
+                 row->element_id != NULL;
+
+    switch (pass) {
+    case PG_STATUS_PASS_FAILED:
+        return row->outcome == PG_STATUS_FAILED;
+    case PG_STATUS_PASS_SUCCESS_ID:
+        return row->outcome == PG_STATUS_SUCCESS && has_id;
+    case PG_STATUS_PASS_SUCCESS:
+        return row->outcome == PG_STATUS_SUCCESS && !has_id;
+    case PG_STATUS_PASS__COUNT:
+        break;
+    }
+    return 0;
+}
+
+/*
+ * Build the UPDATE of one (table, pass) into ps->sql. Keys are joined as
+ * uuid, the columns of the sync block and the id column come from the
+ * mapping (checked identifiers, quoted):
+ *   UPDATE "s"."t" AS t SET ... FROM unnest($1::uuid[], ..) AS u(k0, ..)
+ *   WHERE t."key0" = u.k0 ... [AND t."pg_version" = u.ver]
+ */
+static enum ns_err pg_status_sql(struct pg_status *ps,
+                                 const struct mapping_table *tbl,
+                                 enum pg_status_pass pass, int *nparams)
+{
+    const struct mapping_sync *sync = &ps->map->sync;
+    struct buf *b = &ps->sql;
+    size_t nk = tbl->key_count;
+    int np = (int)nk;
+    enum ns_err err;
+
+    buf_reset(b);
+    err = buf_addf(b, "UPDATE \"%s\".\"%s\" AS t SET ", ps->map->pg_schema,
+                   tbl->table);
+    if (!err && pass == PG_STATUS_PASS_FAILED)
+        err = buf_addf(b, "\"%s\" = 'FAILED', \"%s\" = t.\"%s\" + 1, "
+                       "\"%s\" = u.err", sync->status, sync->attempts,
+                       sync->attempts, sync->error);
+    else if (!err)
+        err = buf_addf(b, "\"%s\" = 'SUCCESS', \"%s\" = now(), "
+                       "\"%s\" = NULL", sync->status, sync->timestamp,
+                       sync->error);
+    if (!err && pass == PG_STATUS_PASS_SUCCESS_ID)
+        err = buf_addf(b, ", \"%s\" = u.eid", pg_status_id_column(tbl));
+    if (!err)
+        err = buf_adds(b, " FROM unnest(");
+    for (size_t k = 0; !err && k < nk; k++)
+        err = buf_addf(b, "$%zu::uuid[], ", k + 1);
+    if (!err && pass == PG_STATUS_PASS_FAILED) {
+        err = buf_addf(b, "$%d::text[]", ++np);
+    } else if (!err) {
+        err = buf_addf(b, "$%d::bigint[]", ++np);
+        if (!err && pass == PG_STATUS_PASS_SUCCESS_ID)
+            err = buf_addf(b, ", $%d::text[]", ++np);
+    }
+    if (!err)
+        err = buf_adds(b, ") AS u(");
+    for (size_t k = 0; !err && k < nk; k++)
+        err = buf_addf(b, "k%zu, ", k);
+    if (!err)
+        err = buf_adds(b, pass == PG_STATUS_PASS_FAILED ? "err" :
+                       pass == PG_STATUS_PASS_SUCCESS_ID ? "ver, eid" :
+                       "ver");
+    if (!err)
+        err = buf_adds(b, ") WHERE ");
+    for (size_t k = 0; !err && k < nk; k++)
+        err = buf_addf(b, "%st.\"%s\" = u.k%zu", k ? " AND " : "",
+                       tbl->key_columns[k], k);
+    if (!err && pass != PG_STATUS_PASS_FAILED)
+        err = buf_addf(b, " AND t.\"%s\" = u.ver", sync->version);
+    *nparams = np;
+    return err;
+}
+
+/* Fill the array parameters of one (table, pass); *count gets the rows. */
+static enum ns_err pg_status_arrays(struct pg_status *ps,
+                                    const struct pg_status_row *rows,
+                                    size_t n, const struct mapping_table *tbl,
+                                    enum pg_status_pass pass, size_t *count)
+{
+    size_t nk = tbl->key_count;
+    enum ns_err err = NS_OK;
+
+    *count = 0;
+    for (size_t i = 0; i < PG_STATUS_PARAMS; i++) {
+        buf_reset(&ps->arr[i]);
+        err = buf_add(&ps->arr[i], "{", 1);
+        if (err)
+            return err;
+    }
+    for (size_t i = 0; !err && i < n; i++) {
+        const struct pg_status_row *row = &rows[i];
+
+        if (row->tbl != tbl || !pg_status_in_pass(row, pass))
+            continue;
+        for (size_t k = 0; !err && k < nk; k++)
+            err = pg_status_array_add(&ps->arr[k], row->keys[k],
+                                      PG_STATUS_ARRAY_MAX);
+        if (!err && pass == PG_STATUS_PASS_FAILED)
+            err = pg_status_array_add(&ps->arr[nk], row->error,
+                                      PG_STATUS_ERROR_MAX);
+        else if (!err)
+            err = pg_status_array_add_int(&ps->arr[nk], row->version);
+        if (!err && pass == PG_STATUS_PASS_SUCCESS_ID)
+            err = pg_status_array_add(&ps->arr[nk + 1], row->element_id,
+                                      PG_STATUS_ARRAY_MAX);
+        (*count)++;
+    }
+    for (size_t i = 0; !err && i < PG_STATUS_PARAMS; i++)
+        err = buf_add(&ps->arr[i], "}", 1);
+    return err;
+}
+
+/* Reject rows the SQL cannot express before anything is sent. */
+static enum ns_err pg_status_check_rows(const struct pg_status_row *rows,
+                                        size_t n, char *errstr,
+                                        size_t errstr_size)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct pg_status_row *row = &rows[i];
+        const char *why = NULL;
+
+        if (!row->tbl || row->tbl->kind == MAPPING_NONE)
+            why = "no captured table";
+        else if (row->tbl->key_count < 1 || row->tbl->key_count > 2)
+            why = "table has not one or two key columns";
+        else if (row->outcome != PG_STATUS_SUCCESS &&
+                 row->outcome != PG_STATUS_FAILED)
+            why = "unknown outcome";
+        for (size_t k = 0; !why && k < row->tbl->key_count; k++)
+            if (!row->keys[k])
+                why = "key value missing";
+        if (why) {
+            pg_status_set_err(errstr, errstr_size,
+                              "could not write sync status of row %zu "
+                              "(%s): %s", i,
+                              row->tbl && row->tbl->table ? row->tbl->table :
+                              "?", why);
+            return NS_ERR_PG_PERMANENT;
+        }
+    }
+    return NS_OK;
+}
+
+/*
+ * Contract in pgstatus.h. BEGIN, then for each table in order of first
+ * appearance the FAILED, SUCCESS-with-id and SUCCESS passes that have rows,
+ * then COMMIT. Any failure rolls back; a connection lost on COMMIT leaves
+ * the outcome unknown, which is harmless as every UPDATE may be repeated.
+ */
+enum ns_err pg_status_write(struct pg_status *ps,
+                            const struct pg_status_row *rows, size_t n,
+                            char *errstr, size_t errstr_size)
+{
+    const char *values[PG_STATUS_PARAMS];
+    char what[160];
+    enum ns_err err;
+
+    if (n == 0)
+        return NS_OK;
+    err = pg_status_check_rows(rows, n, errstr, errstr_size);
+    if (err)
+        return err;
+    err = pg_status_connect(ps, errstr, errstr_size);
+    if (err)
+        return err;
+    /* a transaction left open by a failure we could not roll back */
+    pg_status_abort(ps);
+    if (!ps->conn) {
+        pg_status_set_err(errstr, errstr_size,
+                          "could not roll back an open transaction");
+        return NS_ERR_PG_TRANSIENT;
+    }
+
+    err = pg_status_exec(ps, "begin a transaction", "BEGIN", 0, NULL,
+                         errstr, errstr_size);
+    if (err)
+        goto cleanup;
+    for (size_t i = 0; i < n; i++) {
+        const struct mapping_table *tbl = rows[i].tbl;
+        int seen = 0;
+
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = rows[j].tbl == tbl;
+        if (seen)
+            continue;
+        for (int pass = 0; pass < PG_STATUS_PASS__COUNT; pass++) {
+            size_t count;
+            int nparams;
+
+            err = pg_status_arrays(ps, rows, n, tbl, pass, &count);
+            if (!err && count > 0)
+                err = pg_status_sql(ps, tbl, pass, &nparams);
+            if (err) {
+                pg_status_set_err(errstr, errstr_size,
+                                  "could not build the sync status update "
+                                  "of %s: %s", tbl->table, ns_err_str(err));
+                if (err != NS_ERR_NOMEM)
+                    err = NS_ERR_PG_PERMANENT;
+                goto cleanup;
+            }
+            if (count == 0)
+                continue;
+            for (int p = 0; p < nparams; p++)
+                values[p] = buf_str(&ps->arr[p]);
+            snprintf(what, sizeof(what), "update sync status of %s",
+                     tbl->table);
+            err = pg_status_exec(ps, what, buf_str(&ps->sql), nparams,
+                                 values, errstr, errstr_size);
+            if (err)
+                goto cleanup;
+        }
+    }
+    err = pg_status_exec(ps, "commit the sync status", "COMMIT", 0, NULL,
+                         errstr, errstr_size);
+
+cleanup:
+    if (err)
+        pg_status_abort(ps);
+    return err;
+}

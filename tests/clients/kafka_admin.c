@@ -1,0 +1,121 @@
+/*
+ * kafka_admin - create or delete a scratch topic (the broker does not
+ * auto-create topics, and kcat cannot create them).
+ *
+ *   kafka_admin BOOTSTRAP create TOPIC PARTITIONS
+ *   kafka_admin BOOTSTRAP delete TOPIC
+ *
+ * Exits 0 when the broker confirms, 1 with the reason on stderr otherwise.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+
+#define ADMIN_TIMEOUT_MS 30000
+
+/* Wait for the admin result; returns 0 when every topic succeeded. */
+static int admin_wait(rd_kafka_queue_t *queue, int create)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, ADMIN_TIMEOUT_MS + 5000);
+    const rd_kafka_topic_result_t **res;
+    size_t n = 0;
+    int rc = 1;
+
+    if (!ev) {
+        fprintf(stderr, "kafka_admin: no answer from the broker\n");
+        return 1;
+    }
+    if (rd_kafka_event_error(ev)) {
+        fprintf(stderr, "kafka_admin: %s\n", rd_kafka_event_error_string(ev));
+        goto cleanup;
+    }
+    if (create)
+        res = rd_kafka_CreateTopics_result_topics(
+            rd_kafka_event_CreateTopics_result(ev), &n);
+    else
+        res = rd_kafka_DeleteTopics_result_topics(
+            rd_kafka_event_DeleteTopics_result(ev), &n);
+    rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rd_kafka_topic_result_error(res[i])) {
+            fprintf(stderr, "kafka_admin: %s: %s\n",
+                    rd_kafka_topic_result_name(res[i]),
+                    rd_kafka_topic_result_error_string(res[i]));
+            rc = 1;
+        }
+    }
+
+cleanup:
+    rd_kafka_event_destroy(ev);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_queue_t *queue = NULL;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_NewTopic_t *nt = NULL;
+    rd_kafka_DeleteTopic_t *dt = NULL;
+    char errstr[512];
+    int create, rc = 1;
+
+    if (argc < 4 || (strcmp(argv[2], "create") == 0 && argc != 5)) {
+        fprintf(stderr, "usage: kafka_admin BOOTSTRAP create TOPIC PARTITIONS"
+                " | BOOTSTRAP delete TOPIC\n");
+        return 2;
+    }
+    create = strcmp(argv[2], "create") == 0;
+    conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", argv[1], errstr,
+                          sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        fprintf(stderr, "kafka_admin: %s\n", errstr);
+        goto cleanup;
+    }
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "kafka_admin: %s\n", errstr);
+        goto cleanup;
+    }
+    conf = NULL;
+    queue = rd_kafka_queue_new(rk);
+    opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_ANY);
+    if (rd_kafka_AdminOptions_set_operation_timeout(
+            opts, ADMIN_TIMEOUT_MS, errstr, sizeof(errstr)) ||
+        rd_kafka_AdminOptions_set_request_timeout(
+            opts, ADMIN_TIMEOUT_MS, errstr, sizeof(errstr))) {
+        fprintf(stderr, "kafka_admin: %s\n", errstr);
+        goto cleanup;
+    }
+    if (create) {
+        nt = rd_kafka_NewTopic_new(argv[3], atoi(argv[4]), 1, errstr,
+                                   sizeof(errstr));
+        if (!nt) {
+            fprintf(stderr, "kafka_admin: %s\n", errstr);
+            goto cleanup;
+        }
+        rd_kafka_CreateTopics(rk, &nt, 1, opts, queue);
+    } else {
+        dt = rd_kafka_DeleteTopic_new(argv[3]);
+        rd_kafka_DeleteTopics(rk, &dt, 1, opts, queue);
+    }
+    rc = admin_wait(queue, create);
+
+cleanup:
+    if (nt)
+        rd_kafka_NewTopic_destroy(nt);
+    if (dt)
+        rd_kafka_DeleteTopic_destroy(dt);
+    if (opts)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (queue)
+        rd_kafka_queue_destroy(queue);
+    if (rk)
+        rd_kafka_destroy(rk);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    return rc;
+}
