@@ -142,8 +142,14 @@ static int cmd_sync_sql(const struct mapping *map)
             printf(", %s", tbl->rel_id_column);
         printf(") ON %s.%s TO %s;\n", schema, tbl->table, writer);
     }
-    printf("DROP PUBLICATION IF EXISTS nexus_pub;\n"
-           "CREATE PUBLICATION nexus_pub FOR TABLE ");
+    /* Altered, never dropped: a running Debezium slot decodes with it. */
+    printf("DO $$ BEGIN\n"
+           "  IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = "
+           "'nexus_pub') THEN\n"
+           "    CREATE PUBLICATION nexus_pub;\n"
+           "  END IF;\n"
+           "END $$;\n"
+           "ALTER PUBLICATION nexus_pub SET TABLE ");
     for (size_t i = 0; i < map->table_count; i++) {
         if (map->tables[i].kind == MAPPING_NONE)
             continue;
