@@ -195,11 +195,15 @@ static void update_lanes(struct consumer *c)
         return;
     pause = rd_kafka_topic_partition_list_new(parts->cnt);
     resume = rd_kafka_topic_partition_list_new(parts->cnt);
+    /* Touch only partitions whose state changes: resuming an active
+     * partition makes librdkafka drop what it prefetched for it. */
     for (int i = 0; i < parts->cnt; i++) {
         int lane = topic_lane(c, parts->elems[i].topic);
-        rd_kafka_topic_partition_list_add(lane >= want ? pause : resume,
-                                          parts->elems[i].topic,
-                                          parts->elems[i].partition);
+        int now_paused = lane >= want, was_paused = lane >= c->paused_below;
+        if (now_paused != was_paused)
+            rd_kafka_topic_partition_list_add(now_paused ? pause : resume,
+                                              parts->elems[i].topic,
+                                              parts->elems[i].partition);
     }
     if (pause->cnt)
         rd_kafka_pause_partitions(c->rk, pause);
