@@ -216,7 +216,6 @@ static int cmd_connector_json(const struct mapping *map)
     SET("key.converter.schemas.enable", "false");
     SET("value.converter", "org.apache.kafka.connect.json.JsonConverter");
     SET("value.converter.schemas.enable", "false");
-    SET("topic.creation.enable", "false");
 
     for (size_t i = 0; !err && i < map->table_count; i++) {
         if (map->tables[i].kind == MAPPING_NONE)

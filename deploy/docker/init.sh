@@ -18,6 +18,6 @@ nexus-schema sync-sql | psql -v ON_ERROR_STOP=1 -h "$NEXUS_PG_HOST" -U "$NEXUS_P
 until curl -fsS "$NEXUS_CONNECT_URL/connectors" >/dev/null; do sleep 2; done
 # Connect creates missing topics through its admin client when asked; the
 # lane topics need the partition count, so the connector is told to.
-nexus-schema connector-json | sed 's/"topic.creation.enable":\t"false"/"topic.creation.enable":\t"true", "topic.creation.default.partitions": "'"${NEXUS_TOPIC_PARTITIONS:-4}"'", "topic.creation.default.replication.factor": "1"/' \
+nexus-schema connector-json | sed 's/^{$/{ "topic.creation.default.partitions": "'"${NEXUS_TOPIC_PARTITIONS:-4}"'", "topic.creation.default.replication.factor": "1",/' \
   | curl -fsS -X PUT -H 'Content-Type: application/json' --data @- "$NEXUS_CONNECT_URL/connectors/nexus-postgres/config"
 echo "nexus-init: done"

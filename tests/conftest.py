@@ -1,0 +1,64 @@
+"""Shared pytest fixtures: the local stack (deploy/local/stack) that every
+real-server test uses. Standard library only besides pytest.
+
+`stack` starts the stack once per session, or reuses the one already
+running, and returns the settings of its env file as a dict
+(NEXUS_PG_PORT, NEXUS_NEO4J_PASSWORD, ...). The stack is left running: a
+later test or the next session reuses it; tests/run stops a stack it
+started itself.
+
+Tests marked `stack_last` restart the shared stack; they are moved behind
+every other test of the session so nothing else sees the restart."""
+import os
+import shlex
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STACK_SCRIPT = os.path.join(ROOT, "deploy", "local", "stack")
+UP_TIMEOUT = 900
+
+
+def run_stack(*args, env=None, timeout=UP_TIMEOUT):
+    """Run deploy/local/stack ARGS; returns the CompletedProcess (text)."""
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    return subprocess.run(["bash", STACK_SCRIPT, *args], env=e, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def read_env_file(path):
+    """The `export NAME='value'` lines of a stack env file, as a dict."""
+    settings = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            words = shlex.split(line, comments=True)
+            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+                name, value = words[1].split("=", 1)
+                settings[name] = value
+    return settings
+
+
+def stack_dir(env=None):
+    e = env if env is not None else os.environ
+    return os.path.abspath(e.get("NEXUS_STACK_DIR") or os.path.join(ROOT, ".stack"))
+
+
+def stack_up(env=None):
+    """`stack up` (reuses what runs); fails the calling test with the output
+    of the script when the stack cannot be brought up."""
+    p = run_stack("up", env=env)
+    if p.returncode != 0:
+        pytest.fail(f"deploy/local/stack up failed (exit {p.returncode}):\n{p.stderr[-6000:]}",
+                    pytrace=False)
+    merged = dict(os.environ)
+    merged.update(env or {})
+    return read_env_file(os.path.join(stack_dir(merged), "env"))
+
+
+@pytest.fixture(scope="session")
+def stack():
+    return stack_up()
+
