@@ -221,9 +221,14 @@ static void add_to_batch(struct consumer *c, rd_kafka_message_t *m)
 {
     int lane = topic_lane(c, rd_kafka_topic_name(m->rkt));
 
-    if (lane >= 0)
-        c->lane_seen_ms[lane] = metrics_now_ms();
     c->msgs[c->msg_count++] = m;
+    if (lane < 0)
+        return;
+    c->lane_seen_ms[lane] = metrics_now_ms();
+    /* a message of a lane above every paused one: pause the lower lanes
+     * now, before more of their prefetched messages are delivered */
+    if (lane + 1 < c->paused_below)
+        update_lanes(c);
 }
 
 /* Collect up to batch_max_events messages, waiting at most batch_max_ms
@@ -264,8 +269,6 @@ static void collect(struct consumer *c)
         if (!c->msg_count)
             deadline = metrics_now_ms() + c->cfg->batch_max_ms;
         add_to_batch(c, m);
-        if (c->msg_count % 64 == 0)
-            update_lanes(c);
     }
 }
 

@@ -81,16 +81,19 @@ class Stack:
         out = self.kcat("-C", "-t", topic, "-o", "beginning", "-e", "-J", "-q", timeout=timeout)
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
-    def end_offsets(self, topic):
-        """{partition: high watermark} from a query of the broker."""
-        out = self.kcat("-Q", "-t", f"{topic}:0:-1")
-        res = {}
-        # kcat -Q per partition prints "topic [p] offset N"
+    def end_offset_total(self, topic):
+        """Sum of the high watermarks of every partition of a topic."""
+        parts = int(self.env.get("NEXUS_TOPIC_PARTITIONS", "4"))
+        args = []
+        for p in range(parts):
+            args += ["-t", f"{topic}:{p}:-1"]
+        out = self.kcat("-Q", *args)
+        total = 0
         for line in out.splitlines():
-            parts = line.split()
-            if len(parts) >= 4 and parts[-2] == "offset":
-                res[int(parts[1].strip("[]"))] = int(parts[-1])
-        return res
+            fields = line.split()
+            if len(fields) >= 4 and fields[-2] == "offset":
+                total += int(fields[-1])
+        return total
 
     # --- workers ----------------------------------------------------------
     def worker_env(self, **extra):
@@ -159,8 +162,8 @@ class Worker:
         return s2 and self.total("consumed") == sum(l["consumed"] for l in s1["lanes"].values()) \
             and not any(l["lag"] for l in s2["lanes"].values())
 
-    def wait_caught_up(self, timeout=120):
-        wait_until(lambda: self.caught_up(), timeout, interval=0.5, what=f"{self.name} caught up")
+    def wait_caught_up(self, timeout=120, quiet_s=1.5):
+        wait_until(lambda: self.caught_up(quiet_s), timeout, interval=0.5, what=f"{self.name} caught up")
 
     def stop(self):
         rc = stop_worker(self.proc)

@@ -27,9 +27,24 @@ def project(nx):
     return {"tenant": t, "program": pg, "project": p}
 
 
+_started = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftover_workers():
+    """A failing test must not leave its workers running."""
+    yield
+    while _started:
+        w = _started.pop()
+        if w.proc and w.proc.poll() is None:
+            w.stop()
+
+
 def make_worker(nx, tmp_path, name, **env):
-    return Worker(nx, name, str(tmp_path / name), f"sem-{name}-{uuid.uuid4().hex[:8]}",
-                  NEXUS_BATCH_MS=20, **env)
+    w = Worker(nx, name, str(tmp_path / name), f"sem-{name}-{uuid.uuid4().hex[:8]}",
+               NEXUS_BATCH_MS=20, **env)
+    _started.append(w)
+    return w
 
 
 def content_item(nx, project, title="item"):
@@ -230,13 +245,14 @@ def test_replaying_a_topic_changes_nothing(nx, project, tmp_path):
 
 
 def test_higher_lane_is_served_before_a_low_backlog(nx, project, tmp_path):
-    w = make_worker(nx, tmp_path, "message", NEXUS_BATCH_MAX=200).start()
+    w = make_worker(nx, tmp_path, "message", NEXUS_BATCH_MAX=200, NEXUS_LOG_LEVEL="debug").start()
     thread = U()
     nx.psql(f"INSERT INTO threads (id, project_id, tenant_id, title) VALUES ('{thread}', "
             f"'{project['project']}', '{project['tenant']}', 'lanes')")
     w.wait_caught_up()
     assert w.stop() == 0
     # a large low-lane backlog (message_context_items), then a burst on the high lane (messages)
+    high0, low0 = nx.end_offset_total("nexus.high.message"), nx.end_offset_total("nexus.low.message")
     items = [content_item(nx, project, f"ctx{i}") for i in range(40)]
     nx.psql(f"""INSERT INTO messages (id, thread_id, tenant_id, role, body)
         SELECT gen_random_uuid(), '{thread}', '{project['tenant']}', 'user', 'backlog ' || g
@@ -252,6 +268,10 @@ def test_higher_lane_is_served_before_a_low_backlog(nx, project, tmp_path):
         INSERT INTO messages (id, thread_id, tenant_id, role, body)
         SELECT gen_random_uuid(), '{burst_thread}', '{project['tenant']}', 'user', 'urgent ' || g
         FROM generate_series(1, 50) g;""")
+    # both are in Kafka before the worker comes back: the test is about the
+    # worker's order, not Debezium's
+    wait_until(lambda: nx.end_offset_total("nexus.low.message") >= low0 + backlog and
+               nx.end_offset_total("nexus.high.message") >= high0 + 350, 300, what="backlog and burst in Kafka")
     w.start()
     try:
         wait_until(lambda: nx.scalar(f"SELECT count(*) FROM messages WHERE thread_id = '{burst_thread}' "
