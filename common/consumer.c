@@ -76,6 +76,8 @@ static int topic_lane(const struct consumer *c, const char *topic)
     return mapping_lane_parse(lane);
 }
 
+static void write_stats(struct consumer *c, int force);
+
 static rd_kafka_topic_partition_list_t *assignment(struct consumer *c)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -117,7 +119,10 @@ static int backoff(struct consumer *c, int attempt, const char *what)
         rd_kafka_pause_partitions(c->rk, parts);
     until = metrics_now_ms() + delay;
     while (!*c->stop && metrics_now_ms() < until) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
+        rd_kafka_message_t *m;
+
+        write_stats(c, 0); /* an outage shows in the counters as it happens */
+        m = rd_kafka_consumer_poll(c->rk, 100);
         if (m && !m->err)
             stash(c, m);
         else if (m)

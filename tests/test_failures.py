@@ -1,0 +1,130 @@
+"""Failures against the real servers: a Neo4j or PostgreSQL outage is
+retried with backoff and loses nothing; a permanent Neo4j rejection splits
+the batch so the good events still apply."""
+import json
+import time
+import uuid
+
+import pytest
+
+from nexus import Proxy, Stack, Worker, wait_until
+
+
+@pytest.fixture(scope="module")
+def nx(stack):
+    return Stack(stack)
+
+
+def U():
+    return str(uuid.uuid4())
+
+
+@pytest.fixture(scope="module")
+def project(nx):
+    t, pg, p = U(), U(), U()
+    nx.psql(f"""INSERT INTO tenants (id, name, slug) VALUES ('{t}', 'fail', 'fail-{t[:8]}');
+    INSERT INTO programs (id, tenant_id, name) VALUES ('{pg}', '{t}', 'p');
+    INSERT INTO projects (id, program_id, tenant_id, name) VALUES ('{p}', '{pg}', '{t}', 'p');""")
+    return {"tenant": t, "project": p}
+
+
+def new_tags(nx, project, n, prefix):
+    ids = [U() for _ in range(n)]
+    values = ", ".join(f"('{i}', '{project['project']}', '{project['tenant']}', '{prefix}-{k}')"
+                       for k, i in enumerate(ids))
+    nx.psql(f"INSERT INTO tags (id, project_id, tenant_id, name) VALUES {values}")
+    return ids
+
+
+def applied(nx, ids):
+    return nx.cypher_value("MATCH (t:Tag) WHERE t.id IN $ids AND t.srcLsn IS NOT NULL RETURN count(t)", {"ids": ids})
+
+
+def synced(nx, ids):
+    return int(nx.scalar("SELECT count(*) FROM tags WHERE sync_status = 'SUCCESS' AND id IN (" +
+                         ", ".join(f"'{i}'" for i in ids) + ")"))
+
+
+def no_failures(nx, ids):
+    """None of these rows was ever marked FAILED (a transient error is never
+    a dead letter)."""
+    return nx.scalar("SELECT count(*) FROM tags WHERE sync_attempts > 0 AND id IN (" +
+                     ", ".join(f"'{i}'" for i in ids) + ")") == "0"
+
+
+def test_neo4j_outage_is_retried_and_loses_nothing(nx, project, tmp_path):
+    proxy = Proxy(nx.env["NEXUS_NEO4J_URL"].rsplit(":", 1)[1])
+    w = Worker(nx, "tag", str(tmp_path / "w"), f"fail-neo-{uuid.uuid4().hex[:8]}",
+               NEXUS_NEO4J_URL=f"http://127.0.0.1:{proxy.port}", NEXUS_RETRY_MAX_MS=1000)
+    try:
+        w.start()
+        first = new_tags(nx, project, 5, "before")
+        wait_until(lambda: applied(nx, first) == 5, 120, what="first tags")
+        proxy.cut()
+        during = new_tags(nx, project, 20, "during")
+        wait_until(lambda: (w.stats() or {}).get("neo4j_retries", 0) >= 2, 120, what="retries while Neo4j is down")
+        assert applied(nx, during) == 0
+        assert w.proc.poll() is None
+        proxy.restore()
+        wait_until(lambda: applied(nx, during) == 20, 120, what="tags after the outage")
+        wait_until(lambda: synced(nx, during) == 20, 60, what="write-back after the outage")
+        assert no_failures(nx, during)
+        assert "could not commit to Neo4j" in w.log_text()
+    finally:
+        w.stop()
+        proxy.close()
+
+
+def test_postgres_outage_for_the_writeback_is_retried(nx, project, tmp_path):
+    proxy = Proxy(nx.env["NEXUS_PG_PORT"])
+    w = Worker(nx, "tag", str(tmp_path / "w"), f"fail-pg-{uuid.uuid4().hex[:8]}",
+               NEXUS_PG_PORT=proxy.port, NEXUS_RETRY_MAX_MS=1000)
+    try:
+        w.start()
+        first = new_tags(nx, project, 3, "pg-before")
+        wait_until(lambda: synced(nx, first) == 3, 120, what="first write-back")
+        proxy.cut()
+        during = new_tags(nx, project, 10, "pg-during")
+        wait_until(lambda: applied(nx, during) == 10, 120, what="Neo4j applied while PostgreSQL is unreachable")
+        wait_until(lambda: (w.stats() or {}).get("pg_retries", 0) >= 2, 120, what="write-back retries")
+        assert synced(nx, during) == 0
+        proxy.restore()
+        wait_until(lambda: synced(nx, during) == 10, 120, what="write-back after the outage")
+        assert no_failures(nx, during)
+    finally:
+        w.stop()
+        proxy.close()
+
+
+def test_permanent_neo4j_error_splits_the_batch(nx, project, tmp_path):
+    """Three events in one batch; Neo4j rejects one (an impossible date), the
+    other two commit and the bad one goes to the DLQ as neo4j_permanent."""
+    w = Worker(nx, "tag", str(tmp_path / "w"), f"fail-split-{uuid.uuid4().hex[:8]}",
+               NEXUS_BATCH_MS=2000)
+    good = [U(), U()]
+    bad = U()
+    key = None
+    try:
+        w.start()
+        w.wait_caught_up(timeout=300)
+        lsn = 10**13 + int(time.time())
+        for i, (tid, created) in enumerate([(good[0], "2026-02-10T10:00:00Z"), (bad, "2026-02-10T25:61:00Z"),
+                                            (good[1], "2026-02-11T10:00:00Z")]):
+            ev = {"op": "c", "before": None,
+                  "after": {"id": tid, "project_id": project["project"], "tenant_id": project["tenant"],
+                            "name": f"split-{i}", "color": None, "created_at": created, "pg_version": 1},
+                  "source": {"table": "tags", "schema": "public", "lsn": lsn + i, "ts_ms": 1}}
+            key = json.dumps({"id": tid})
+            nx.kcat("-P", "-t", "nexus.normal.tag", "-p", "0", "-k", key, input=json.dumps(ev))
+        wait_until(lambda: nx.cypher_value("MATCH (t:Tag) WHERE t.id IN $ids RETURN count(t)", {"ids": good}) == 2,
+                   120, what="good events applied")
+        assert nx.cypher_value("MATCH (t:Tag {id: $id}) RETURN count(t)", {"id": bad}) == 0
+        dead = wait_until(lambda: [m for m in nx.consume_all("nexus.dlq")
+                                   if m.get("key") == json.dumps({"id": bad})], 60, what="dead letter")
+        h = dead[0]["headers"]
+        hdr = dict(zip(h[0::2], h[1::2]))
+        assert hdr["nexus.error.class"] == "neo4j_permanent", hdr
+        assert "Neo.ClientError" in hdr["nexus.reason"], hdr
+        assert "one by one" in w.log_text()
+    finally:
+        w.stop()
