@@ -212,8 +212,30 @@ static void update_lanes(struct consumer *c)
     }
     if (pause->cnt)
         rd_kafka_pause_partitions(c->rk, pause);
-    if (resume->cnt)
+    if (resume->cnt) {
+        /* librdkafka 2.0 may fetch a resumed partition again from its
+         * committed offset; seek to what was delivered instead, so the
+         * lanes are not read twice. */
+        rd_kafka_topic_partition_list_t *seek =
+            rd_kafka_topic_partition_list_new(resume->cnt);
+        rd_kafka_position(c->rk, resume);
         rd_kafka_resume_partitions(c->rk, resume);
+        for (int i = 0; i < resume->cnt; i++)
+            if (resume->elems[i].offset >= 0)
+                rd_kafka_topic_partition_list_add(seek, resume->elems[i].topic,
+                                                  resume->elems[i].partition)
+                    ->offset = resume->elems[i].offset;
+        if (seek->cnt) {
+            rd_kafka_error_t *error = rd_kafka_seek_partitions(c->rk, seek,
+                                                               5000);
+            if (error) {
+                log_msg(LOG_WARN, "could not seek resumed partitions: %s",
+                        rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+            }
+        }
+        rd_kafka_topic_partition_list_destroy(seek);
+    }
     log_msg(LOG_DEBUG, "lane priority: serving lanes up to %s, %d partitions "
             "paused", mapping_lane_name((enum mapping_lane)top), pause->cnt);
     c->paused_below = want;
