@@ -22,9 +22,13 @@
 #define PG_STATUS_ERROR_MAX 2000u
 
 /* Defaults a conninfo string may override: a dead host must not hang the
- * worker, nor may a row lock held by someone else. */
+ * worker, nor may a row lock held by someone else. The lock timeout is
+ * shorter than PostgreSQL's deadlock_timeout (1 s), so when a write-back
+ * and an application transaction lock the same rows in opposite orders,
+ * the write-back gives up first (55P03, retried) and the application's
+ * transaction never sees a deadlock error. */
 #define PG_STATUS_CONNECT_TIMEOUT "10"
-#define PG_STATUS_OPTIONS "-c statement_timeout=30000"
+#define PG_STATUS_OPTIONS "-c statement_timeout=30000 -c lock_timeout=200"
 
 /* Parameters of one UPDATE: up to two keys, the version or the reason, and
  * the element id. */

@@ -130,3 +130,35 @@ def test_permanent_neo4j_error_splits_the_batch(nx, project, tmp_path):
         w.stop()
         # these tags came from events made up here, not from PostgreSQL rows
         nx.cypher("MATCH (t:Tag) WHERE t.id IN $ids DETACH DELETE t", {"ids": good + [bad]})
+
+
+def test_writeback_yields_to_application_row_locks(nx, project, tmp_path):
+    """An application transaction holding a row lock is never made to wait
+    long or to fail by the write-back: the worker gives up the lock wait,
+    backs off and writes once the row is free."""
+    import subprocess
+    import threading
+    w = Worker(nx, "tag", str(tmp_path / "w"), f"fail-lock-{uuid.uuid4().hex[:8]}", NEXUS_RETRY_MAX_MS=500)
+    w.start()
+    w.wait_caught_up(timeout=300)
+    w.stop()
+    tag = new_tags(nx, project, 1, "locked")[0]
+    result = {}
+
+    def hold_lock():
+        result["out"] = nx.psql(f"BEGIN; SELECT id FROM tags WHERE id = '{tag}' FOR UPDATE; "
+                                f"SELECT pg_sleep(4); COMMIT;", check=False)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        time.sleep(0.5)
+        w.start()
+        wait_until(lambda: applied(nx, [tag]) == 1, 120, what="tag applied in Neo4j")
+        wait_until(lambda: (w.stats() or {}).get("pg_retries", 0) >= 1, 30, what="write-back lock timeout retried")
+        holder.join()
+        wait_until(lambda: synced(nx, [tag]) == 1, 60, what="write-back after the lock")
+        assert "could not write sync status" in w.log_text()
+    finally:
+        holder.join()
+        w.stop()
