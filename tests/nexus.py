@@ -249,3 +249,33 @@ class Proxy:
     def close(self):
         self.cut()
         self.sock.close()
+
+
+def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1):
+    """A copy of the mapping whose topics are new scratch topics, created
+    here: tests that inject made-up events use them, so no other consumer
+    group ever replays those events into the shared graph. Returns
+    (mapping path, prefix, cleanup function)."""
+    import uuid as _uuid
+    clients_src = os.path.join(ROOT, "tests", "clients")
+    p = subprocess.run(["make", "-s", "-C", clients_src], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    admin = os.path.join(ROOT, "build", "tests", "clients", "kafka_admin")
+    prefix = f"scratch{_uuid.uuid4().hex[:10]}"
+    text = open(os.path.join(ROOT, "schemas", "mapping.cfg")).read()
+    text = text.replace('topic_prefix = "nexus";', f'topic_prefix = "{prefix}";')
+    text = text.replace('dlq_topic = "nexus.dlq";', f'dlq_topic = "{prefix}.dlq";')
+    path = os.path.join(workdir, "mapping.cfg")
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    topics = [f"{prefix}.{lane}.{worker}" for lane in lanes] + [f"{prefix}.dlq"]
+    boot = nx.env["NEXUS_KAFKA_BOOTSTRAP"]
+    for t in topics:
+        p = subprocess.run([admin, boot, "create", t, str(partitions)], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+
+    def cleanup():
+        for t in topics:
+            subprocess.run([admin, boot, "delete", t], capture_output=True, text=True, timeout=60)
+    return path, prefix, cleanup

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from nexus import Proxy, Stack, Worker, wait_until
+from nexus import Proxy, Stack, Worker, scratch_lanes, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -97,39 +97,43 @@ def test_postgres_outage_for_the_writeback_is_retried(nx, project, tmp_path):
 
 
 def test_permanent_neo4j_error_splits_the_batch(nx, project, tmp_path):
-    """Three events in one batch; Neo4j rejects one (an impossible date), the
-    other two commit and the bad one goes to the DLQ as neo4j_permanent."""
+    """Three real events in one batch, one of them altered so that Neo4j
+    rejects it (an impossible time of day): the other two commit and the
+    bad one goes to the DLQ as neo4j_permanent. They travel on scratch
+    topics, so nobody else ever replays the altered event."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
     w = Worker(nx, "tag", str(tmp_path / "w"), f"fail-split-{uuid.uuid4().hex[:8]}",
-               NEXUS_BATCH_MS=2000)
-    good = [U(), U()]
-    bad = U()
-    key = None
+               NEXUS_BATCH_MS=2000, NEXUS_MAPPING=mapping)
+    ids = new_tags(nx, project, 3, "split")
+    good, bad = [ids[0], ids[2]], ids[1]
     try:
+        events = []
+        for tid in ids:
+            m = wait_until(lambda: [m for m in nx.consume_all("nexus.normal.tag")
+                                    if m.get("payload") and f'"id":"{tid}"' in m["payload"]], 120,
+                           what="real tag event")[0]
+            value = json.loads(m["payload"])
+            if tid == bad:
+                value["after"]["created_at"] = "2026-02-10T25:61:00Z"
+            events.append((m["key"], json.dumps(value)))
+        for key, value in events:
+            nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
         w.start()
-        w.wait_caught_up(timeout=300)
-        lsn = 10**13 + int(time.time())
-        for i, (tid, created) in enumerate([(good[0], "2026-02-10T10:00:00Z"), (bad, "2026-02-10T25:61:00Z"),
-                                            (good[1], "2026-02-11T10:00:00Z")]):
-            ev = {"op": "c", "before": None,
-                  "after": {"id": tid, "project_id": project["project"], "tenant_id": project["tenant"],
-                            "name": f"split-{i}", "color": None, "created_at": created, "pg_version": 1},
-                  "source": {"table": "tags", "schema": "public", "lsn": lsn + i, "ts_ms": 1}}
-            key = json.dumps({"id": tid})
-            nx.kcat("-P", "-t", "nexus.normal.tag", "-p", "0", "-k", key, input=json.dumps(ev))
-        wait_until(lambda: nx.cypher_value("MATCH (t:Tag) WHERE t.id IN $ids RETURN count(t)", {"ids": good}) == 2,
-                   120, what="good events applied")
-        assert nx.cypher_value("MATCH (t:Tag {id: $id}) RETURN count(t)", {"id": bad}) == 0
-        dead = wait_until(lambda: [m for m in nx.consume_all("nexus.dlq")
-                                   if m.get("key") == json.dumps({"id": bad})], 60, what="dead letter")
+        wait_until(lambda: nx.cypher_value("MATCH (t:Tag) WHERE t.id IN $ids AND t.srcLsn IS NOT NULL "
+                                           "RETURN count(t)", {"ids": good}) == 2, 120, what="good events applied")
+        dead = wait_until(lambda: nx.consume_all(f"{prefix}.dlq"), 60, what="dead letter")
+        assert len(dead) == 1 and json.loads(dead[0]["payload"])["after"]["id"] == bad
         h = dead[0]["headers"]
         hdr = dict(zip(h[0::2], h[1::2]))
         assert hdr["nexus.error.class"] == "neo4j_permanent", hdr
         assert "Neo.ClientError" in hdr["nexus.reason"], hdr
         assert "one by one" in w.log_text()
+        assert nx.scalar(f"SELECT sync_status FROM tags WHERE id = '{bad}'") == "FAILED"
     finally:
-        w.stop()
-        # these tags came from events made up here, not from PostgreSQL rows
-        nx.cypher("MATCH (t:Tag) WHERE t.id IN $ids DETACH DELETE t", {"ids": good + [bad]})
+        if w.proc:
+            w.stop()
+        cleanup()
 
 
 def test_writeback_yields_to_application_row_locks(nx, project, tmp_path):

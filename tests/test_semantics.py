@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from nexus import Stack, Worker, wait_until
+from nexus import Stack, Worker, scratch_lanes, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,9 @@ def title_of(nx, cid):
     return nx.cypher_value("MATCH (c:ContentItem {id: $id}) RETURN c.title", {"id": cid})
 
 
-def dlq_messages(nx, key):
+def dlq_messages(nx, key, topic="nexus.dlq"):
     out = []
-    for m in nx.consume_all("nexus.dlq"):
+    for m in nx.consume_all(topic):
         if m.get("key") == key:
             h = m.get("headers") or []
             m["hdr"] = dict(zip(h[0::2], h[1::2]))
@@ -68,11 +68,40 @@ def dlq_messages(nx, key):
     return out
 
 
-def test_bad_events_go_to_the_dlq_and_the_partition_keeps_moving(nx, project, tmp_path):
-    w = make_worker(nx, tmp_path, "tag").start()
+def real_event(nx, topic, row_id, op="c"):
+    """The Debezium event that PostgreSQL produced for a row, as (key, value)."""
+    def find():
+        for m in nx.consume_all(topic):
+            if m.get("payload") and f'"id":"{row_id}"' in m["payload"] and f'"op":"{op}"' in m["payload"]:
+                return m["key"], m["payload"]
+        return None
+    return wait_until(find, 120, what=f"the {op} event of {row_id} in {topic}")
+
+
+@pytest.fixture
+def scratch(nx, tmp_path):
+    """Scratch lane topics for the tag worker: made-up events injected there
+    are never replayed by anyone else."""
+    path, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    yield path, prefix
+    cleanup()
+
+
+def new_tag(nx, project, name):
+    tid = U()
+    nx.psql(f"INSERT INTO tags (id, project_id, tenant_id, name) VALUES ('{tid}', '{project['project']}', "
+            f"'{project['tenant']}', '{name}')")
+    return tid
+
+
+def test_bad_events_go_to_the_dlq_and_the_partition_keeps_moving(nx, project, tmp_path, scratch):
+    mapping, prefix = scratch
+    topic = f"{prefix}.normal.tag"
+    w = make_worker(nx, tmp_path, "tag", NEXUS_MAPPING=mapping).start()
     try:
         key = json.dumps({"id": U()})
-        good_tag = U()
+        good_tag = new_tag(nx, project, "after-the-bad-ones")
+        good_key, good_value = real_event(nx, "nexus.normal.tag", good_tag)
         bad = [
             ("{not json", "parse"),
             (json.dumps({"op": "c", "after": {"id": U()}, "source": {"table": "secrets", "lsn": 5}}), "schema"),
@@ -83,44 +112,42 @@ def test_bad_events_go_to_the_dlq_and_the_partition_keeps_moving(nx, project, tm
             (json.dumps({"op": "z", "after": {}, "source": {"table": "tags"}}), "schema"),
         ]
         for value, _ in bad:
-            nx.kcat("-P", "-t", "nexus.normal.tag", "-p", "0", "-k", key, input=value)
-        nx.psql(f"INSERT INTO tags (id, project_id, tenant_id, name) VALUES ('{good_tag}', '{project['project']}', "
-                f"'{project['tenant']}', 'after-the-bad-ones')")
+            nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", good_key, input=good_value)
         wait_until(lambda: nx.cypher_value("MATCH (t:Tag {id: $id}) RETURN t.name", {"id": good_tag}) ==
                    "after-the-bad-ones", 120, what="good tag applied")
-        dead = wait_until(lambda: (lambda d: d if len(d) == len(bad) else None)(dlq_messages(nx, key)), 60,
-                          what="dead letters")
-        by_value = {m["payload"]: m for m in dead}
-        for value, cls in bad:
-            m = by_value[value]
-            assert m["hdr"]["nexus.error.class"] == cls
+        dead = wait_until(lambda: (lambda d: d if len(d) == len(bad) else None)(dlq_messages(nx, key, f"{prefix}.dlq")),
+                          60, what="dead letters")
+        for m in dead:
             assert m["hdr"]["nexus.reason"]
-            assert m["hdr"]["nexus.source.topic"] == "nexus.normal.tag"
+            assert m["hdr"]["nexus.source.topic"] == topic
             assert m["hdr"]["nexus.worker"] == "tag"
             assert int(m["hdr"]["nexus.source.offset"]) >= 0
+        assert sorted(m["hdr"]["nexus.error.class"] for m in dead) == sorted(c for _, c in bad)
         reasons = " | ".join(m["hdr"]["nexus.reason"] for m in dead)
         assert "not mapped" in reasons and "key column id" in reasons and "unknown op" in reasons
         assert w.proc.poll() is None, "worker died on bad input"
-        # the labels in the graph come from the mapping only
+        # labels in the graph come from the mapping only
         assert nx.cypher_value("MATCH (n:secrets) RETURN count(n)") == 0
     finally:
         assert w.stop() == 0
 
 
-def test_failed_event_sets_failed_status(nx, project, tmp_path):
+def test_failed_event_sets_failed_status(nx, project, tmp_path, scratch):
     """A row whose event cannot be applied is marked FAILED in PostgreSQL."""
-    w = make_worker(nx, tmp_path, "tag").start()
+    mapping, prefix = scratch
+    topic = f"{prefix}.normal.tag"
+    w = make_worker(nx, tmp_path, "tag", NEXUS_MAPPING=mapping).start()
     try:
-        tag = U()
-        nx.psql(f"INSERT INTO tags (id, project_id, tenant_id, name) VALUES ('{tag}', '{project['project']}', "
-                f"'{project['tenant']}', 'ok')")
+        tag = new_tag(nx, project, "ok")
+        key, value = real_event(nx, "nexus.normal.tag", tag)
+        nx.kcat("-P", "-t", topic, "-k", key, input=value)
         wait_until(lambda: nx.scalar(f"SELECT sync_status FROM tags WHERE id = '{tag}'") == "SUCCESS", 120,
                    what="tag SUCCESS")
-        bad = json.dumps({"op": "u", "before": None,
-                          "after": {"id": tag, "project_id": "not-a-uuid", "tenant_id": project["tenant"],
-                                    "name": "x", "pg_version": 9},
-                          "source": {"table": "tags", "lsn": 10**12, "ts_ms": 1}})
-        nx.kcat("-P", "-t", "nexus.normal.tag", "-k", json.dumps({"id": tag}), input=bad)
+        bad = json.loads(value)
+        bad.update(op="u", before=None)
+        bad["after"]["project_id"] = "not-a-uuid"
+        nx.kcat("-P", "-t", topic, "-k", key, input=json.dumps(bad))
         row = wait_until(lambda: (lambda r: r if r and r[0][0] == "FAILED" else None)(
             nx.rows(f"SELECT sync_status, sync_attempts, last_sync_error FROM tags WHERE id = '{tag}'")),
             120, what="FAILED status")[0]
