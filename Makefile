@@ -20,7 +20,10 @@ UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%)
 UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all unit test test-unit asan demo stack-up stack-down clean fuzz chaos bench
+.PHONY: all unit test asan demo clean
+
+# keep object files between runs (they are intermediates of pattern rules)
+.SECONDARY:
 
 all: $(PROGRAMS) $(UNIT_BINS)
 
