@@ -310,3 +310,44 @@ def test_higher_lane_is_served_before_a_low_backlog(nx, project, tmp_path):
         assert done_low < backlog * 0.25, f"{done_low} of {backlog} low-lane rows were applied before the burst"
     finally:
         assert w.stop() == 0
+
+
+def test_missing_endpoint_is_a_bare_node_filled_in_later(nx, project, tmp_path):
+    ci_w = make_worker(nx, tmp_path, "content_item").start()
+    ci_w.wait_caught_up(timeout=300)
+    assert ci_w.stop() == 0
+    th_w = make_worker(nx, tmp_path, "thread").start()
+    try:
+        cid = content_item(nx, project, "filled later")
+        thread = U()
+        nx.psql(f"INSERT INTO threads (id, project_id, tenant_id, title) VALUES ('{thread}', "
+                f"'{project['project']}', '{project['tenant']}', 't');"
+                f"INSERT INTO thread_content (thread_id, content_id, position) VALUES ('{thread}', '{cid}', 1)")
+        wait_until(lambda: nx.cypher_value("MATCH (:Thread {id: $t})-[:INCLUDES]->(c:ContentItem {id: $c}) "
+                                           "RETURN count(c)", {"t": thread, "c": cid}) == 1, 120, what="INCLUDES")
+        bare = nx.cypher("MATCH (c:ContentItem {id: $c}) RETURN c.title AS title, c.srcLsn AS lsn", {"c": cid})
+        assert bare == [{"title": None, "lsn": None}], "the endpoint is a bare keyed node"
+        ci_w.start()
+        wait_until(lambda: title_of(nx, cid) == "filled later", 120, what="node filled in")
+        assert nx.cypher_value("MATCH (c:ContentItem {id: $c}) RETURN count(c)", {"c": cid}) == 1
+        assert nx.cypher_value("MATCH (:Thread {id: $t})-[:INCLUDES]->(c:ContentItem {id: $c}) RETURN count(c)",
+                               {"t": thread, "c": cid}) == 1
+    finally:
+        th_w.stop()
+        if ci_w.proc and ci_w.proc.poll() is None:
+            ci_w.stop()
+
+
+def test_uniqueness_constraints_exist_for_every_label(nx, tmp_path):
+    w = make_worker(nx, tmp_path, "tag").start()
+    try:
+        wait_until(lambda: w.stats() is not None, 60, what="worker started")
+        rows = nx.cypher("SHOW CONSTRAINTS YIELD name, type, labelsOrTypes, properties "
+                         "RETURN name, type, labelsOrTypes AS l, properties AS p")
+        got = {(r["l"][0], r["p"][0]) for r in rows if r["type"] == "UNIQUENESS"}
+        for label in ["Tenant", "User", "Program", "Project", "Thread", "ContentItem", "Text", "Code",
+                      "ContentChunk", "Tag", "Message"]:
+            assert (label, "id") in got, label
+        assert ("NexusTombstone", "key") in got
+    finally:
+        w.stop()
