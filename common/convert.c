@@ -74,21 +74,6 @@ int convert_is_unavailable(const struct cJSON *v)
            convert_is_placeholder(v->child);
 }
 
-static void convert_seterr(char *errstr, size_t errstr_size, const char *fmt,
-                           ...) __attribute__((format(printf, 3, 4)));
-
-static void convert_seterr(char *errstr, size_t errstr_size, const char *fmt,
-                           ...)
-{
-    va_list ap;
-
-    if (!errstr || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 static const char *convert_json_kind(const cJSON *v)
 {
     if (cJSON_IsNull(v))
@@ -109,14 +94,14 @@ static const char *convert_json_kind(const cJSON *v)
 static enum ns_err convert_wrong_type(const cJSON *v, enum col_type type,
                                       char *errstr, size_t errstr_size)
 {
-    convert_seterr(errstr, errstr_size, "column value for type %s is %s",
+    ns_err_set(errstr, errstr_size, "column value for type %s is %s",
                    convert_type_name(type), convert_json_kind(v));
     return NS_ERR_SCHEMA;
 }
 
 static enum ns_err convert_nomem(char *errstr, size_t errstr_size)
 {
-    convert_seterr(errstr, errstr_size, "out of memory converting a value");
+    ns_err_set(errstr, errstr_size, "out of memory converting a value");
     return NS_ERR_NOMEM;
 }
 
@@ -262,7 +247,7 @@ static enum ns_err convert_uuid(const cJSON *v, cJSON **out, char *errstr,
     return convert_string_out(lower, out, errstr, errstr_size);
 
 bad:
-    convert_seterr(errstr, errstr_size,
+    ns_err_set(errstr, errstr_size,
                    "uuid value is not in the form "
                    "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx");
     return NS_ERR_SCHEMA;
@@ -276,16 +261,16 @@ static enum ns_err convert_int(const cJSON *v, cJSON **out, char *errstr,
     if (!cJSON_IsNumber(v))
         return convert_wrong_type(v, COL_INT, errstr, errstr_size);
     if (!isfinite(v->valuedouble)) {
-        convert_seterr(errstr, errstr_size, "int value is out of range");
+        ns_err_set(errstr, errstr_size, "int value is out of range");
         return NS_ERR_SCHEMA;
     }
     if (v->valuedouble != floor(v->valuedouble)) {
-        convert_seterr(errstr, errstr_size, "int value %.17g is not integral",
+        ns_err_set(errstr, errstr_size, "int value %.17g is not integral",
                        v->valuedouble);
         return NS_ERR_SCHEMA;
     }
     if (convert_double_to_int64(v->valuedouble, &i) != 0) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "int value %.17g does not fit 64 bits", v->valuedouble);
         return NS_ERR_SCHEMA;
     }
@@ -299,7 +284,7 @@ static enum ns_err convert_float(const cJSON *v, cJSON **out, char *errstr,
         (strcmp(v->valuestring, "NaN") == 0 ||
          strcmp(v->valuestring, "Infinity") == 0 ||
          strcmp(v->valuestring, "-Infinity") == 0)) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "float value %s has no JSON representation",
                        v->valuestring);
         return NS_ERR_SCHEMA;
@@ -307,7 +292,7 @@ static enum ns_err convert_float(const cJSON *v, cJSON **out, char *errstr,
     if (!cJSON_IsNumber(v))
         return convert_wrong_type(v, COL_FLOAT, errstr, errstr_size);
     if (!isfinite(v->valuedouble)) {
-        convert_seterr(errstr, errstr_size, "float value is out of range");
+        ns_err_set(errstr, errstr_size, "float value is out of range");
         return NS_ERR_SCHEMA;
     }
     return convert_number_out(v->valuedouble, out, errstr, errstr_size);
@@ -322,7 +307,7 @@ static enum ns_err convert_json(const cJSON *v, cJSON **out, char *errstr,
     if (cJSON_IsString(v) && v->valuestring)
         return convert_string_out(v->valuestring, out, errstr, errstr_size);
     if (cJSON_IsNumber(v) && !isfinite(v->valuedouble)) {
-        convert_seterr(errstr, errstr_size, "json value is out of range");
+        ns_err_set(errstr, errstr_size, "json value is out of range");
         return NS_ERR_SCHEMA;
     }
     if (!cJSON_IsObject(v) && !cJSON_IsArray(v) && !cJSON_IsNumber(v) &&
@@ -344,7 +329,7 @@ static enum ns_err convert_timestamptz(const cJSON *v, cJSON **out,
     if (!cJSON_IsString(v) || !v->valuestring)
         return convert_wrong_type(v, COL_TIMESTAMPTZ, errstr, errstr_size);
     if (!convert_iso_date_ok(v->valuestring, 0)) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "timestamptz value does not start with a valid "
                        "YYYY-MM-DD date");
         return NS_ERR_SCHEMA;
@@ -361,7 +346,7 @@ static enum ns_err convert_timestamp(const cJSON *v, cJSON **out,
 
     if (cJSON_IsString(v) && v->valuestring) {
         if (!convert_iso_date_ok(v->valuestring, 0)) {
-            convert_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                            "timestamp value does not start with a valid "
                            "YYYY-MM-DD date");
             return NS_ERR_SCHEMA;
@@ -371,14 +356,14 @@ static enum ns_err convert_timestamp(const cJSON *v, cJSON **out,
     if (!cJSON_IsNumber(v))
         return convert_wrong_type(v, COL_TIMESTAMP, errstr, errstr_size);
     if (convert_double_to_int64(v->valuedouble, &us) != 0) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "timestamp value is not an integral number of "
                        "microseconds within 64 bits");
         return NS_ERR_SCHEMA;
     }
     days = convert_floor_div(us, CONVERT_US_PER_DAY);
     if (days < CONVERT_DAYS_MIN || days > CONVERT_DAYS_MAX) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "timestamp %lld us is outside years 0000-9999",
                        (long long)us);
         return NS_ERR_SCHEMA;
@@ -401,7 +386,7 @@ static enum ns_err convert_date(const cJSON *v, cJSON **out, char *errstr,
 
     if (cJSON_IsString(v) && v->valuestring) {
         if (!convert_iso_date_ok(v->valuestring, 1)) {
-            convert_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                            "date value is not a valid YYYY-MM-DD date");
             return NS_ERR_SCHEMA;
         }
@@ -410,12 +395,12 @@ static enum ns_err convert_date(const cJSON *v, cJSON **out, char *errstr,
     if (!cJSON_IsNumber(v))
         return convert_wrong_type(v, COL_DATE, errstr, errstr_size);
     if (convert_double_to_int64(v->valuedouble, &days) != 0) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "date value is not an integral number of days");
         return NS_ERR_SCHEMA;
     }
     if (days < CONVERT_DAYS_MIN || days > CONVERT_DAYS_MAX) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "date %lld days is outside years 0000-9999",
                        (long long)days);
         return NS_ERR_SCHEMA;
@@ -536,14 +521,14 @@ static enum ns_err convert_unscaled(unsigned char *bytes, size_t n, int scale,
         if (err == NS_ERR_NOMEM)
             convert_nomem(errstr, errstr_size);
         else
-            convert_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                            "numeric value is too long to format");
         goto cleanup;
     }
     d = strtod(buf_str(&text), &end);
     /* An underflow still gives the nearest double (0 or subnormal). */
     if (*end != '\0' || !isfinite(d)) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "numeric value is out of the range of a double");
         err = NS_ERR_SCHEMA;
         goto cleanup;
@@ -566,7 +551,7 @@ static enum ns_err convert_b64_numeric(const char *s, int scale, double *out,
     size_t pad = n >= 2 ? (s[n - 1] == '=') + (s[n - 2] == '=') : 0;
 
     if (n / 4 * 3 - pad > CONVERT_NUMERIC_MAX_BYTES) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "numeric value is longer than %d bytes",
                        CONVERT_NUMERIC_MAX_BYTES);
         return NS_ERR_SCHEMA;
@@ -576,7 +561,7 @@ static enum ns_err convert_b64_numeric(const char *s, int scale, double *out,
         return convert_nomem(errstr, errstr_size);
     len = convert_b64_decode(s, n, bytes);
     if (len == 0) {
-        convert_seterr(errstr, errstr_size, "numeric value is empty");
+        ns_err_set(errstr, errstr_size, "numeric value is empty");
         err = NS_ERR_SCHEMA;
     } else {
         err = convert_unscaled(bytes, len, scale, out, errstr, errstr_size);
@@ -619,7 +604,7 @@ static enum ns_err convert_decimal_string(const char *s, double *out,
 
     d = strtod(s, NULL);
     if (!isfinite(d)) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "numeric value is out of the range of a double");
         return NS_ERR_SCHEMA;
     }
@@ -646,7 +631,7 @@ static enum ns_err convert_numeric(const cJSON *v, int scale, cJSON **out,
 
     if (cJSON_IsNumber(v)) {
         if (!isfinite(v->valuedouble)) {
-            convert_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                            "numeric value is out of the range of a double");
             return NS_ERR_SCHEMA;
         }
@@ -658,7 +643,7 @@ static enum ns_err convert_numeric(const cJSON *v, int scale, cJSON **out,
         if (!cJSON_IsNumber(vs) ||
             convert_double_to_int64(vs->valuedouble, &vscale) != 0 ||
             vscale < -CONVERT_SCALE_MAX || vscale > CONVERT_SCALE_MAX) {
-            convert_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                            "numeric object needs an integral \"scale\" "
                            "within -%d..%d", CONVERT_SCALE_MAX,
                            CONVERT_SCALE_MAX);
@@ -666,7 +651,7 @@ static enum ns_err convert_numeric(const cJSON *v, int scale, cJSON **out,
         }
         if (!cJSON_IsString(vv) || !vv->valuestring ||
             !convert_b64_valid(vv->valuestring, strlen(vv->valuestring))) {
-            convert_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                            "numeric object needs a base64 string \"value\"");
             return NS_ERR_SCHEMA;
         }
@@ -681,12 +666,12 @@ static enum ns_err convert_numeric(const cJSON *v, int scale, cJSON **out,
     s = v->valuestring;
     if (strcmp(s, "NaN") == 0 || strcmp(s, "Infinity") == 0 ||
         strcmp(s, "-Infinity") == 0) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "numeric value %s has no JSON representation", s);
         return NS_ERR_SCHEMA;
     }
     if (scale > CONVERT_SCALE_MAX) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "numeric scale %d is larger than %d", scale,
                        CONVERT_SCALE_MAX);
         return NS_ERR_SCHEMA;
@@ -696,11 +681,11 @@ static enum ns_err convert_numeric(const cJSON *v, int scale, cJSON **out,
     else if (convert_is_decimal(s))
         err = convert_decimal_string(s, &d, errstr, errstr_size);
     else if (convert_b64_valid(s, strlen(s))) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "numeric value is base64 but its scale is unknown");
         err = NS_ERR_SCHEMA;
     } else {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "numeric value is not base64 nor a decimal number");
         err = NS_ERR_SCHEMA;
     }
@@ -728,7 +713,7 @@ static enum ns_err convert_text_array(const cJSON *v, cJSON **out,
         } else if (cJSON_IsString(el) && el->valuestring) {
             item = cJSON_CreateString(el->valuestring);
         } else {
-            convert_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                            "text_array element %zu is %s, not a string or "
                            "null", i, convert_json_kind(el));
             err = NS_ERR_SCHEMA;
@@ -757,12 +742,12 @@ enum ns_err convert_value(const struct cJSON *v, enum col_type type,
     if (errstr && errstr_size)
         errstr[0] = '\0';
     if (!out) {
-        convert_seterr(errstr, errstr_size, "no place for the value");
+        ns_err_set(errstr, errstr_size, "no place for the value");
         return NS_ERR_SCHEMA;
     }
     *out = NULL;
     if ((int)type < 0 || type >= COL__COUNT) {
-        convert_seterr(errstr, errstr_size, "unknown column type %d",
+        ns_err_set(errstr, errstr_size, "unknown column type %d",
                        (int)type);
         return NS_ERR_SCHEMA;
     }
@@ -771,7 +756,7 @@ enum ns_err convert_value(const struct cJSON *v, enum col_type type,
         return *out ? NS_OK : convert_nomem(errstr, errstr_size);
     }
     if (convert_is_unavailable(v)) {
-        convert_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                        "value is the unchanged-TOAST placeholder "
                        CONVERT_UNAVAILABLE "; callers must skip the column");
         return NS_ERR_SCHEMA;
@@ -808,6 +793,6 @@ enum ns_err convert_value(const struct cJSON *v, enum col_type type,
     case COL__COUNT:
         break;
     }
-    convert_seterr(errstr, errstr_size, "unknown column type %d", (int)type);
+    ns_err_set(errstr, errstr_size, "unknown column type %d", (int)type);
     return NS_ERR_SCHEMA;
 }

@@ -36,21 +36,6 @@ struct dlq {
     char last_error[256];        /* reason of the last failure */
 };
 
-static void dlq_set_err(char *errstr, size_t errstr_size, const char *fmt,
-                        ...) __attribute__((format(printf, 3, 4)));
-
-static void dlq_set_err(char *errstr, size_t errstr_size, const char *fmt,
-                        ...)
-{
-    va_list ap;
-
-    if (!errstr || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 /* Value of a header as a C string in out, "" when absent. */
 static void dlq_header_str(rd_kafka_headers_t *hdrs, const char *name,
                            char *out, size_t out_size)
@@ -133,13 +118,13 @@ static enum ns_err dlq_start(struct dlq *dlq, char *errstr,
     char kerr[512];
 
     if (!conf) {
-        dlq_set_err(errstr, errstr_size, "out of memory");
+        ns_err_set(errstr, errstr_size, "out of memory");
         return NS_ERR_NOMEM;
     }
     dlq->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerr, sizeof(kerr));
     if (!dlq->rk) {
         rd_kafka_conf_destroy(conf);
-        dlq_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                     "could not create the dead letter producer: %s", kerr);
         return NS_ERR_KAFKA;
     }
@@ -179,13 +164,13 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
 
     *out = NULL;
     if (!topic || !*topic || !worker || !*worker) {
-        dlq_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                     "dead letter topic and worker name are required");
         return NS_ERR_CONFIG;
     }
     dlq = calloc(1, sizeof(*dlq));
     if (!dlq) {
-        dlq_set_err(errstr, errstr_size, "out of memory");
+        ns_err_set(errstr, errstr_size, "out of memory");
         return NS_ERR_NOMEM;
     }
     dlq->topic = strdup(topic);
@@ -193,7 +178,7 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
     dlq->conf = rd_kafka_conf_new();
     if (!dlq->topic || !dlq->worker || !dlq->conf) {
         err = NS_ERR_NOMEM;
-        dlq_set_err(errstr, errstr_size, "out of memory");
+        ns_err_set(errstr, errstr_size, "out of memory");
         goto cleanup;
     }
     /* The caller's properties first, then what the DLQ's guarantees rest
@@ -201,14 +186,14 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
     for (size_t i = 0; kafka_props && kafka_props[i]; i += 2) {
         if (!kafka_props[i + 1]) {
             err = NS_ERR_CONFIG;
-            dlq_set_err(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                         "kafka property %s has no value", kafka_props[i]);
             goto cleanup;
         }
         if (rd_kafka_conf_set(dlq->conf, kafka_props[i], kafka_props[i + 1],
                               kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK) {
             err = NS_ERR_CONFIG;
-            dlq_set_err(errstr, errstr_size, "kafka property %s: %s",
+            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
                         kafka_props[i], kerr);
             goto cleanup;
         }
@@ -217,7 +202,7 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
         if (rd_kafka_conf_set(dlq->conf, forced[i], forced[i + 1], kerr,
                               sizeof(kerr)) != RD_KAFKA_CONF_OK) {
             err = NS_ERR_CONFIG;
-            dlq_set_err(errstr, errstr_size, "kafka property %s: %s",
+            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
                         forced[i], kerr);
             goto cleanup;
         }
@@ -368,7 +353,7 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
     hdrs = dlq_headers_new(dlq, src, error_class, reason);
     if (!hdrs) {
         err = NS_ERR_NOMEM;
-        dlq_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                     "could not build dead letter headers");
         goto cleanup;
     }
@@ -390,7 +375,7 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
     }
     if (kerr) {
         err = NS_ERR_KAFKA;
-        dlq_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                     "could not queue dead letter for %s: %s", dlq->topic,
                     rd_kafka_err2str(kerr));
         goto cleanup;
@@ -421,7 +406,7 @@ enum ns_err dlq_flush(struct dlq *dlq, int timeout_ms, char *errstr,
 
     if (!dlq->rk) {
         err = NS_ERR_KAFKA;
-        dlq_set_err(errstr, errstr_size, "dead letter producer is down");
+        ns_err_set(errstr, errstr_size, "dead letter producer is down");
         goto cleanup;
     }
     kerr = rd_kafka_flush(dlq->rk, timeout_ms);
@@ -429,7 +414,7 @@ enum ns_err dlq_flush(struct dlq *dlq, int timeout_ms, char *errstr,
         int left = rd_kafka_outq_len(dlq->rk);
 
         err = NS_ERR_KAFKA;
-        dlq_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                     "could not flush dead letters to %s: timed out after "
                     "%d ms with %d unacknowledged", dlq->topic, timeout_ms,
                     left);
@@ -438,18 +423,18 @@ enum ns_err dlq_flush(struct dlq *dlq, int timeout_ms, char *errstr,
             rd_kafka_poll(dlq->rk, 0);
     } else if (kerr) {
         err = NS_ERR_KAFKA;
-        dlq_set_err(errstr, errstr_size, "could not flush dead letters: %s",
+        ns_err_set(errstr, errstr_size, "could not flush dead letters: %s",
                     rd_kafka_err2str(kerr));
     } else if (dlq->failed) {
         err = NS_ERR_KAFKA;
-        dlq_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                     "could not deliver %llu dead letters to %s: %s",
                     (unsigned long long)dlq->failed, dlq->topic,
                     dlq->last_error);
     } else if (rd_kafka_fatal_error(dlq->rk, fatal, sizeof(fatal)) !=
                RD_KAFKA_RESP_ERR_NO_ERROR) {
         err = NS_ERR_KAFKA;
-        dlq_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                     "dead letter producer failed for good: %s", fatal);
     }
 

@@ -1,5 +1,8 @@
 #include "err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *ns_err_str(enum ns_err err)
 {
     switch (err) {
@@ -24,4 +27,15 @@ int ns_err_is_retriable(enum ns_err err)
 {
     return err == NS_ERR_NEO4J_TRANSIENT || err == NS_ERR_PG_TRANSIENT ||
            err == NS_ERR_KAFKA || err == NS_ERR_NOMEM;
+}
+
+void ns_err_set(char *errstr, size_t errstr_size, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!errstr || errstr_size == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
 }

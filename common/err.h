@@ -8,6 +8,8 @@
 #ifndef NS_ERR_H
 #define NS_ERR_H
 
+#include <stddef.h>
+
 enum ns_err {
     NS_OK = 0,
     NS_ERR_NOMEM,      /* allocation failed */
@@ -27,6 +29,10 @@ enum ns_err {
 
 /* Short constant name of an error code; never NULL. */
 const char *ns_err_str(enum ns_err err);
+
+/* Format a reason into the caller's errstr; errstr may be NULL or 0-sized. */
+void ns_err_set(char *errstr, size_t errstr_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Non-zero when retrying the same operation later can succeed. */
 int ns_err_is_retriable(enum ns_err err);

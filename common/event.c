@@ -30,21 +30,6 @@
 
 #define EVENT_DECIMAL_NAME "org.apache.kafka.connect.data.Decimal"
 
-static void event_seterr(char *errstr, size_t errstr_size, const char *fmt,
-                         ...) __attribute__((format(printf, 3, 4)));
-
-static void event_seterr(char *errstr, size_t errstr_size, const char *fmt,
-                         ...)
-{
-    va_list ap;
-
-    if (!errstr || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 /*
  * Copy at most EVENT_QUOTE_MAX bytes of s into dst (size dstsize) for an
  * error message, replacing anything but printable ASCII with '?' so a
@@ -141,14 +126,14 @@ static enum ns_err event_scan(const unsigned char *p, size_t len,
         unsigned char b = p[i];
 
         if (b == 0) {
-            event_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                          "payload contains a NUL byte at byte %zu", i);
             return NS_ERR_PARSE;
         }
         if (b >= 0x80) {
             n = event_utf8_seq(p + i, len - i);
             if (n == 0) {
-                event_seterr(errstr, errstr_size,
+                ns_err_set(errstr, errstr_size,
                              "payload is not valid UTF-8 at byte %zu", i);
                 return NS_ERR_PARSE;
             }
@@ -161,7 +146,7 @@ static enum ns_err event_scan(const unsigned char *p, size_t len,
                 escaped = 0;
                 if (b == 'u' && len - i > 4 &&
                     memcmp(p + i + 1, "0000", 4) == 0) {
-                    event_seterr(errstr, errstr_size,
+                    ns_err_set(errstr, errstr_size,
                                  "payload contains the escape \\u0000 at "
                                  "byte %zu", i - 1);
                     return NS_ERR_PARSE;
@@ -178,7 +163,7 @@ static enum ns_err event_scan(const unsigned char *p, size_t len,
         } else if (b == '{' || b == '[') {
             depth++;
             if (depth > EVENT_MAX_DEPTH) {
-                event_seterr(errstr, errstr_size,
+                ns_err_set(errstr, errstr_size,
                              "payload nests deeper than %d levels at byte %zu",
                              EVENT_MAX_DEPTH, i);
                 return NS_ERR_PARSE;
@@ -257,7 +242,7 @@ static enum ns_err event_member(const cJSON *obj, const char *what,
         if (!item->string || strcmp(item->string, key) != 0)
             continue;
         if (*found) {
-            event_seterr(errstr, errstr_size, "duplicate member '%s' in %s",
+            ns_err_set(errstr, errstr_size, "duplicate member '%s' in %s",
                          key, what);
             *found = NULL;
             return NS_ERR_SCHEMA;
@@ -286,14 +271,14 @@ static enum ns_err event_int_member(const cJSON *obj, const char *what,
     if (!v || cJSON_IsNull(v))
         return NS_OK;
     if (!cJSON_IsNumber(v)) {
-        event_seterr(errstr, errstr_size, "%s.%s is %s, not a number", what,
+        ns_err_set(errstr, errstr_size, "%s.%s is %s, not a number", what,
                      key, event_json_kind(v));
         return NS_ERR_SCHEMA;
     }
     d = v->valuedouble;
     /* 9223372036854775808.0 is 2^63, the first double past INT64_MAX. */
     if (!isfinite(d) || d != floor(d) || d < 0 || d >= 9223372036854775808.0) {
-        event_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                      "%s.%s is not a non-negative 64-bit integer", what, key);
         return NS_ERR_SCHEMA;
     }
@@ -370,7 +355,7 @@ static enum ns_err event_sequence(const cJSON *source, int64_t *last_commit,
     if (!v || cJSON_IsNull(v))
         return NS_OK;
     if (!cJSON_IsString(v) || !v->valuestring) {
-        event_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                      "source.sequence is %s, not a string",
                      event_json_kind(v));
         return NS_ERR_SCHEMA;
@@ -397,7 +382,7 @@ static enum ns_err event_sequence(const cJSON *source, int64_t *last_commit,
     return NS_OK;
 
 bad:
-    event_seterr(errstr, errstr_size,
+    ns_err_set(errstr, errstr_size,
                  "source.sequence is not a JSON array of two LSN strings "
                  "or nulls");
     return NS_ERR_SCHEMA;
@@ -430,7 +415,7 @@ static enum ns_err event_snapshot(const cJSON *source, int *snapshot,
         return NS_OK;
     }
     if (!cJSON_IsString(v) || !v->valuestring) {
-        event_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                      "source.snapshot is %s, not a boolean or string",
                      event_json_kind(v));
         return NS_ERR_SCHEMA;
@@ -443,7 +428,7 @@ static enum ns_err event_snapshot(const cJSON *source, int *snapshot,
             return NS_OK;
         }
     }
-    event_seterr(errstr, errstr_size, "unknown source.snapshot '%s'",
+    ns_err_set(errstr, errstr_size, "unknown source.snapshot '%s'",
                  event_quote(v->valuestring, q, sizeof(q)));
     return NS_ERR_SCHEMA;
 }
@@ -468,21 +453,21 @@ static enum ns_err event_name_member(const cJSON *source, const char *key,
     if (!v || cJSON_IsNull(v)) {
         if (!required)
             return NS_OK;
-        event_seterr(errstr, errstr_size, "missing source.%s", key);
+        ns_err_set(errstr, errstr_size, "missing source.%s", key);
         return NS_ERR_SCHEMA;
     }
     if (!cJSON_IsString(v) || !v->valuestring) {
-        event_seterr(errstr, errstr_size, "source.%s is %s, not a string",
+        ns_err_set(errstr, errstr_size, "source.%s is %s, not a string",
                      key, event_json_kind(v));
         return NS_ERR_SCHEMA;
     }
     n = strlen(v->valuestring);
     if (n == 0 && required) {
-        event_seterr(errstr, errstr_size, "source.%s is empty", key);
+        ns_err_set(errstr, errstr_size, "source.%s is empty", key);
         return NS_ERR_SCHEMA;
     }
     if (n >= EVENT_NAME_MAX) {
-        event_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                      "source.%s is %zu bytes, longer than %d", key, n,
                      EVENT_NAME_MAX - 1);
         return NS_ERR_SCHEMA;
@@ -540,7 +525,7 @@ static enum ns_err event_image(const cJSON *payload, const char *key,
     if (!v || cJSON_IsNull(v))
         return NS_OK;
     if (!cJSON_IsObject(v)) {
-        event_seterr(errstr, errstr_size, "%s is %s, not an object or null",
+        ns_err_set(errstr, errstr_size, "%s is %s, not an object or null",
                      key, event_json_kind(v));
         return NS_ERR_SCHEMA;
     }
@@ -560,11 +545,11 @@ static enum ns_err event_op(const cJSON *payload, enum event_op *op,
     if (err)
         return err;
     if (!v || cJSON_IsNull(v)) {
-        event_seterr(errstr, errstr_size, "missing op");
+        ns_err_set(errstr, errstr_size, "missing op");
         return NS_ERR_SCHEMA;
     }
     if (!cJSON_IsString(v) || !v->valuestring) {
-        event_seterr(errstr, errstr_size, "op is %s, not a string",
+        ns_err_set(errstr, errstr_size, "op is %s, not a string",
                      event_json_kind(v));
         return NS_ERR_SCHEMA;
     }
@@ -573,7 +558,7 @@ static enum ns_err event_op(const cJSON *payload, enum event_op *op,
         *op = (enum event_op)s[0];
         return NS_OK;
     }
-    event_seterr(errstr, errstr_size, "unknown op '%s'",
+    ns_err_set(errstr, errstr_size, "unknown op '%s'",
                  event_quote(s, q, sizeof(q)));
     return NS_ERR_SCHEMA;
 }
@@ -606,21 +591,21 @@ static enum ns_err event_unwrap(struct event *ev, const cJSON **payload,
         return NS_OK;
     }
     if (!inner) {
-        event_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                      "envelope has a schema but no payload");
         return NS_ERR_SCHEMA;
     }
     if (cJSON_IsNull(inner)) {
-        event_seterr(errstr, errstr_size, "envelope payload is null");
+        ns_err_set(errstr, errstr_size, "envelope payload is null");
         return NS_ERR_PARSE;
     }
     if (!cJSON_IsObject(inner)) {
-        event_seterr(errstr, errstr_size, "payload is %s, not an object",
+        ns_err_set(errstr, errstr_size, "payload is %s, not an object",
                      event_json_kind(inner));
         return NS_ERR_PARSE;
     }
     if (schema && !cJSON_IsNull(schema) && !cJSON_IsObject(schema)) {
-        event_seterr(errstr, errstr_size, "schema is %s, not an object",
+        ns_err_set(errstr, errstr_size, "schema is %s, not an object",
                      event_json_kind(schema));
         return NS_ERR_SCHEMA;
     }
@@ -640,14 +625,14 @@ static enum ns_err event_check_images(struct event *ev, const cJSON *before,
     case EVENT_OP_UPDATE:
         /* before of an update is null under REPLICA IDENTITY DEFAULT. */
         if (!after) {
-            event_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                          "op '%c' needs an after row image", (char)ev->op);
             return NS_ERR_SCHEMA;
         }
         break;
     case EVENT_OP_DELETE:
         if (!before) {
-            event_seterr(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                          "op 'd' needs a before row image");
             return NS_ERR_SCHEMA;
         }
@@ -677,16 +662,16 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     if (errstr && errstr_size)
         errstr[0] = '\0';
     if (!out) {
-        event_seterr(errstr, errstr_size, "no place for the event");
+        ns_err_set(errstr, errstr_size, "no place for the event");
         return NS_ERR_PARSE;
     }
     *out = NULL;
     if (!payload || len == 0) {
-        event_seterr(errstr, errstr_size, "payload is empty (a tombstone)");
+        ns_err_set(errstr, errstr_size, "payload is empty (a tombstone)");
         return NS_ERR_PARSE;
     }
     if (len > EVENT_MAX_BYTES) {
-        event_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                      "payload is %zu bytes, larger than the limit of %u",
                      len, EVENT_MAX_BYTES);
         return NS_ERR_PARSE;
@@ -698,7 +683,7 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     text = malloc(len + 1);
     ev = calloc(1, sizeof(*ev));
     if (!text || !ev) {
-        event_seterr(errstr, errstr_size, "out of memory parsing event");
+        ns_err_set(errstr, errstr_size, "out of memory parsing event");
         err = NS_ERR_NOMEM;
         goto cleanup;
     }
@@ -711,19 +696,19 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
         size_t at = end && end >= text && end <= text + len
                         ? (size_t)(end - text) : len;
 
-        event_seterr(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                      "payload is not valid JSON (error at byte %zu of %zu)",
                      at, len);
         err = NS_ERR_PARSE;
         goto cleanup;
     }
     if (cJSON_IsNull(ev->root)) {
-        event_seterr(errstr, errstr_size, "payload is null (a tombstone)");
+        ns_err_set(errstr, errstr_size, "payload is null (a tombstone)");
         err = NS_ERR_PARSE;
         goto cleanup;
     }
     if (!cJSON_IsObject(ev->root)) {
-        event_seterr(errstr, errstr_size, "payload is %s, not an object",
+        ns_err_set(errstr, errstr_size, "payload is %s, not an object",
                      event_json_kind(ev->root));
         err = NS_ERR_PARSE;
         goto cleanup;
@@ -740,12 +725,12 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     if (err)
         goto cleanup;
     if (!source || cJSON_IsNull(source)) {
-        event_seterr(errstr, errstr_size, "missing source");
+        ns_err_set(errstr, errstr_size, "missing source");
         err = NS_ERR_SCHEMA;
         goto cleanup;
     }
     if (!cJSON_IsObject(source)) {
-        event_seterr(errstr, errstr_size, "source is %s, not an object",
+        ns_err_set(errstr, errstr_size, "source is %s, not an object",
                      event_json_kind(source));
         err = NS_ERR_SCHEMA;
         goto cleanup;

@@ -34,21 +34,6 @@ struct neo4j_client {
     char curl_err[CURL_ERROR_SIZE];
 };
 
-static void neo4j_set_err(char *errstr, size_t errstr_size, const char *fmt,
-                          ...) __attribute__((format(printf, 3, 4)));
-
-static void neo4j_set_err(char *errstr, size_t errstr_size, const char *fmt,
-                          ...)
-{
-    va_list ap;
-
-    if (!errstr || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 /* libcurl write callback: append to the capped response buffer. Returning
  * less than asked aborts the transfer with CURLE_WRITE_ERROR. */
 static size_t neo4j_write_cb(char *ptr, size_t size, size_t nmemb,
@@ -114,29 +99,29 @@ enum ns_err neo4j_client_new(const char *url, const char *db,
     *out = NULL;
     if (!url || (strncmp(url, "http://", 7) != 0 &&
                  strncmp(url, "https://", 8) != 0)) {
-        neo4j_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                       "Neo4j url must start with http:// or https://");
         return NS_ERR_CONFIG;
     }
     if (!db || !*db) {
-        neo4j_set_err(errstr, errstr_size, "Neo4j database name is empty");
+        ns_err_set(errstr, errstr_size, "Neo4j database name is empty");
         return NS_ERR_CONFIG;
     }
     if (timeout_ms <= 0) {
-        neo4j_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                       "Neo4j timeout must be positive, got %ld ms", timeout_ms);
         return NS_ERR_CONFIG;
     }
 
     /* Reference counted: paired with curl_global_cleanup in free. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        neo4j_set_err(errstr, errstr_size, "could not initialise libcurl");
+        ns_err_set(errstr, errstr_size, "could not initialise libcurl");
         return NS_ERR_NOMEM;
     }
     nc = calloc(1, sizeof(*nc));
     if (!nc) {
         curl_global_cleanup();
-        neo4j_set_err(errstr, errstr_size, "out of memory");
+        ns_err_set(errstr, errstr_size, "out of memory");
         return NS_ERR_NOMEM;
     }
     buf_init(&nc->req, NEO4J_MAX_REQUEST);
@@ -144,7 +129,7 @@ enum ns_err neo4j_client_new(const char *url, const char *db,
     nc->curl = curl_easy_init();
     if (!nc->curl) {
         err = NS_ERR_NOMEM;
-        neo4j_set_err(errstr, errstr_size, "could not create a curl handle");
+        ns_err_set(errstr, errstr_size, "could not create a curl handle");
         goto cleanup;
     }
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
@@ -152,14 +137,14 @@ enum ns_err neo4j_client_new(const char *url, const char *db,
 
         if (!list) {
             err = NS_ERR_NOMEM;
-            neo4j_set_err(errstr, errstr_size, "out of memory");
+            ns_err_set(errstr, errstr_size, "out of memory");
             goto cleanup;
         }
         nc->headers = list;
     }
     err = neo4j_endpoint(nc->curl, url, db, &nc->endpoint);
     if (err) {
-        neo4j_set_err(errstr, errstr_size, "could not build the Neo4j url");
+        ns_err_set(errstr, errstr_size, "could not build the Neo4j url");
         goto cleanup;
     }
 
@@ -201,7 +186,7 @@ enum ns_err neo4j_client_new(const char *url, const char *db,
     }
     if (rc != CURLE_OK) {
         err = NS_ERR_CONFIG;
-        neo4j_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                       "could not configure the curl handle: %s",
                       curl_easy_strerror(rc));
         goto cleanup;
@@ -438,7 +423,7 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
     for (size_t i = 0; i < n; i++) {
         if (!stmts[i].cypher ||
             (stmts[i].params && !cJSON_IsObject(stmts[i].params))) {
-            neo4j_set_err(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                           "statement %zu has no text or its parameters are "
                           "not an object", i);
             if (failed_stmt)
@@ -450,24 +435,24 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
     body = neo4j_body_new(stmts, n);
     if (!body) {
         err = NS_ERR_NOMEM;
-        neo4j_set_err(errstr, errstr_size, "out of memory building request");
+        ns_err_set(errstr, errstr_size, "out of memory building request");
         goto cleanup;
     }
     buf_reset(&nc->req);
     err = neo4j_json_write(&nc->req, body, 0);
     if (err == NS_ERR_NOMEM) {
-        neo4j_set_err(errstr, errstr_size, "out of memory printing request");
+        ns_err_set(errstr, errstr_size, "out of memory printing request");
         goto cleanup;
     }
     if (err == NS_ERR_LIMIT) {
-        neo4j_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                       "request exceeds %u bytes or nests deeper than %d",
                       NEO4J_MAX_REQUEST, NEO4J_MAX_DEPTH);
         err = NS_ERR_NEO4J_PERMANENT;
         goto cleanup;
     }
     if (err) {
-        neo4j_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                       "parameters hold an item that is not JSON");
         err = NS_ERR_NEO4J_PERMANENT;
         goto cleanup;
@@ -489,12 +474,12 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
     if (rc != CURLE_OK) {
         if (nc->resp_overflow) {
             err = NS_ERR_NEO4J_PERMANENT;
-            neo4j_set_err(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                           "Neo4j response exceeds the %u byte limit",
                           NEO4J_MAX_RESPONSE);
         } else {
             err = NS_ERR_NEO4J_TRANSIENT;
-            neo4j_set_err(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                           "could not reach Neo4j at %s: %s", nc->endpoint,
                           nc->curl_err[0] ? nc->curl_err :
                           curl_easy_strerror(rc));
@@ -508,7 +493,7 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
     resp = cJSON_ParseWithLength(buf_str(&nc->resp), nc->resp.len);
     if (!resp || !cJSON_IsObject(resp)) {
         err = NS_ERR_NEO4J_TRANSIENT;
-        neo4j_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                       "could not parse the Neo4j response: HTTP %ld, %zu "
                       "bytes", status, nc->resp.len);
         goto cleanup;
@@ -525,7 +510,7 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
         const char *msg_s = cJSON_IsString(msg) ? msg->valuestring : "";
 
         err = neo4j_classify(code_s);
-        neo4j_set_err(errstr, errstr_size, "%s: %s", code_s, msg_s);
+        ns_err_set(errstr, errstr_size, "%s: %s", code_s, msg_s);
         /* Statements run in order and stop at the first error. */
         if (failed_stmt && cJSON_IsArray(res)) {
             size_t done = neo4j_completed(res);
@@ -536,13 +521,13 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
     }
     if (status < 200 || status > 299) {
         err = NS_ERR_NEO4J_TRANSIENT;
-        neo4j_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                       "Neo4j answered HTTP %ld without an error code", status);
         goto cleanup;
     }
     if (!cJSON_IsArray(res) || (size_t)cJSON_GetArraySize(res) != n) {
         err = NS_ERR_NEO4J_TRANSIENT;
-        neo4j_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                       "Neo4j response has %d results for %zu statements",
                       cJSON_IsArray(res) ? cJSON_GetArraySize(res) : -1, n);
         goto cleanup;

@@ -57,22 +57,6 @@ struct pg_status {
     struct buf arr[PG_STATUS_PARAMS];
 };
 
-static void pg_status_set_err(char *errstr, size_t errstr_size,
-                              const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void pg_status_set_err(char *errstr, size_t errstr_size,
-                              const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errstr || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 /* libpq messages end in a newline and may span lines; keep the first. */
 static void pg_status_first_line(const char *msg, char *out, size_t out_size)
 {
@@ -99,7 +83,7 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
 
     *out = NULL;
     if (!conninfo || !map) {
-        pg_status_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                           "conninfo and mapping are required");
         return NS_ERR_CONFIG;
     }
@@ -112,7 +96,7 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
         !mapping_is_identifier(sync->attempts) ||
         !mapping_is_identifier(sync->error) ||
         !mapping_is_identifier(sync->timestamp)) {
-        pg_status_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                           "mapping schema or sync column names are not "
                           "plain identifiers");
         return NS_ERR_CONFIG;
@@ -129,7 +113,7 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
         for (size_t k = 0; ok && k < tbl->key_count; k++)
             ok = mapping_is_identifier(tbl->key_columns[k]);
         if (!ok && tbl->kind != MAPPING_NONE) {
-            pg_status_set_err(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                               "table %s: names are not plain identifiers "
                               "or it has more than two key columns",
                               tbl->table ? tbl->table : "?");
@@ -140,7 +124,7 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
     ps = calloc(1, sizeof(*ps));
     if (!ps) {
         err = NS_ERR_NOMEM;
-        pg_status_set_err(errstr, errstr_size, "out of memory");
+        ns_err_set(errstr, errstr_size, "out of memory");
         goto cleanup;
     }
     buf_init(&ps->sql, PG_STATUS_SQL_MAX);
@@ -150,7 +134,7 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
     ps->conninfo = strdup(conninfo);
     if (!ps->conninfo) {
         err = NS_ERR_NOMEM;
-        pg_status_set_err(errstr, errstr_size, "out of memory");
+        ns_err_set(errstr, errstr_size, "out of memory");
         goto cleanup;
     }
     *out = ps;
@@ -197,13 +181,13 @@ static enum ns_err pg_status_connect(struct pg_status *ps, char *errstr,
     else
         ps->conn = PQconnectdbParams(keywords, values, 1);
     if (!ps->conn) {
-        pg_status_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                           "could not connect to PostgreSQL: out of memory");
         return NS_ERR_NOMEM;
     }
     if (PQstatus(ps->conn) != CONNECTION_OK) {
         pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
-        pg_status_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                           "could not connect to PostgreSQL: %s", msg);
         return NS_ERR_PG_TRANSIENT;
     }
@@ -257,7 +241,7 @@ static enum ns_err pg_status_exec(struct pg_status *ps, const char *what,
                              PQerrorMessage(ps->conn), msg, sizeof(msg));
         if (!msg[0])
             pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
-        pg_status_set_err(errstr, errstr_size, "could not %s: %s%s%s", what,
+        ns_err_set(errstr, errstr_size, "could not %s: %s%s%s", what,
                           state ? state : "", state ? " " : "", msg);
     }
     PQclear(res);
@@ -506,7 +490,7 @@ static enum ns_err pg_status_check_rows(const struct pg_status_row *rows,
             if (!row->keys[k])
                 why = "key value missing";
         if (why) {
-            pg_status_set_err(errstr, errstr_size,
+            ns_err_set(errstr, errstr_size,
                               "could not write sync status of row %zu "
                               "(%s): %s", i,
                               row->tbl && row->tbl->table ? row->tbl->table :
@@ -542,7 +526,7 @@ enum ns_err pg_status_write(struct pg_status *ps,
     /* a transaction left open by a failure we could not roll back */
     pg_status_abort(ps);
     if (!ps->conn) {
-        pg_status_set_err(errstr, errstr_size,
+        ns_err_set(errstr, errstr_size,
                           "could not roll back an open transaction");
         return NS_ERR_PG_TRANSIENT;
     }
@@ -567,7 +551,7 @@ enum ns_err pg_status_write(struct pg_status *ps,
             if (!err && count > 0)
                 err = pg_status_sql(ps, tbl, pass, &nparams);
             if (err) {
-                pg_status_set_err(errstr, errstr_size,
+                ns_err_set(errstr, errstr_size,
                                   "could not build the sync status update "
                                   "of %s: %s", tbl->table, ns_err_str(err));
                 if (err != NS_ERR_NOMEM)
