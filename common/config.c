@@ -217,17 +217,27 @@ cleanup:
     return err;
 }
 
+/* The value of an environment variable, or NULL when unset or empty. */
+static const char *env_value(const char *name)
+{
+    const char *v = getenv(name);
+    return (v && *v) ? v : NULL;
+}
+
 static enum ns_err apply_env(struct config *cfg, char *errstr,
                              size_t errstr_size)
 {
     const char *v;
     enum ns_err err;
 
-    if ((v = getenv("NEXUS_MAPPING")) && *v)
+    v = env_value("NEXUS_MAPPING");
+    if (v)
         copy_str(cfg->mapping_path, sizeof(cfg->mapping_path), v);
-    if ((v = getenv("NEXUS_GROUP_ID")) && *v)
+    v = env_value("NEXUS_GROUP_ID");
+    if (v)
         copy_str(cfg->group_id, sizeof(cfg->group_id), v);
-    if ((v = getenv("NEXUS_LANES")) && *v) {
+    v = env_value("NEXUS_LANES");
+    if (v) {
         err = parse_lanes(cfg, v, "NEXUS_LANES", errstr, errstr_size);
         if (err)
             return err;
@@ -238,7 +248,8 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
         env_int("NEXUS_RETRY_MAX_MS", &cfg->retry_max_ms, errstr,
                 errstr_size))
         return NS_ERR_CONFIG;
-    if ((v = getenv("NEXUS_LOG_LEVEL")) && *v) {
+    v = env_value("NEXUS_LOG_LEVEL");
+    if (v) {
         cfg->log_level = log_level_parse(v);
         if (cfg->log_level < 0) {
             snprintf(errstr, errstr_size, "NEXUS_LOG_LEVEL: unknown level "
@@ -246,18 +257,23 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
             return NS_ERR_CONFIG;
         }
     }
-    if ((v = getenv("NEXUS_LOG_JSON")) && *v)
+    v = env_value("NEXUS_LOG_JSON");
+    if (v)
         cfg->log_json = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
-    if ((v = getenv("NEXUS_KAFKA_BOOTSTRAP")) && *v) {
+    v = env_value("NEXUS_KAFKA_BOOTSTRAP");
+    if (v) {
         err = set_kafka_prop(cfg, "bootstrap.servers", v, errstr, errstr_size);
         if (err)
             return err;
     }
-    if ((v = getenv("NEXUS_NEO4J_URL")) && *v)
+    v = env_value("NEXUS_NEO4J_URL");
+    if (v)
         copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url), v);
-    if ((v = getenv("NEXUS_NEO4J_DB")) && *v)
+    v = env_value("NEXUS_NEO4J_DB");
+    if (v)
         copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), v);
-    if ((v = getenv("NEXUS_NEO4J_USER")) && *v)
+    v = env_value("NEXUS_NEO4J_USER");
+    if (v)
         copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), v);
     err = env_secret("NEXUS_NEO4J_PASSWORD", cfg->neo4j_password,
                      sizeof(cfg->neo4j_password), errstr, errstr_size);
