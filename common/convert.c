@@ -74,7 +74,7 @@ int convert_is_unavailable(const struct cJSON *v)
            convert_is_placeholder(v->child);
 }
 
-static const char *convert_json_kind(const cJSON *v)
+const char *convert_json_kind(const cJSON *v)
 {
     if (cJSON_IsNull(v))
         return "null";

@@ -57,6 +57,9 @@ const char *convert_type_name(enum col_type type);
 /* Parse a type name; returns -1 when unknown. */
 int convert_type_parse(const char *name);
 
+/* "a string", "null", "an object"... for error messages; v may be NULL. */
+const char *convert_json_kind(const struct cJSON *v);
+
 /* Non-zero when v is the unchanged-TOAST placeholder. v may be NULL. */
 int convert_is_unavailable(const struct cJSON *v);
 

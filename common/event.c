@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "convert.h"
+
 /* Deepest nesting of objects/arrays accepted; a Debezium envelope with its
  * schema needs about 6, a jsonb column travels as a string. */
 #define EVENT_MAX_DEPTH 64
@@ -49,26 +51,6 @@ static const char *event_quote(const char *s, char *dst, size_t dstsize)
     }
     dst[n] = '\0';
     return dst;
-}
-
-/* "a string", "an object", ... for "x is <kind>" messages. */
-static const char *event_json_kind(const cJSON *v)
-{
-    if (!v)
-        return "missing";
-    if (cJSON_IsNull(v))
-        return "null";
-    if (cJSON_IsBool(v))
-        return "a boolean";
-    if (cJSON_IsNumber(v))
-        return "a number";
-    if (cJSON_IsString(v))
-        return "a string";
-    if (cJSON_IsArray(v))
-        return "an array";
-    if (cJSON_IsObject(v))
-        return "an object";
-    return "an unknown JSON type";
 }
 
 /*
@@ -272,7 +254,7 @@ static enum ns_err event_int_member(const cJSON *obj, const char *what,
         return NS_OK;
     if (!cJSON_IsNumber(v)) {
         ns_err_set(errstr, errstr_size, "%s.%s is %s, not a number", what,
-                     key, event_json_kind(v));
+                     key, convert_json_kind(v));
         return NS_ERR_SCHEMA;
     }
     d = v->valuedouble;
@@ -357,7 +339,7 @@ static enum ns_err event_sequence(const cJSON *source, int64_t *last_commit,
     if (!cJSON_IsString(v) || !v->valuestring) {
         ns_err_set(errstr, errstr_size,
                      "source.sequence is %s, not a string",
-                     event_json_kind(v));
+                     convert_json_kind(v));
         return NS_ERR_SCHEMA;
     }
     p = event_skip_space(v->valuestring);
@@ -417,7 +399,7 @@ static enum ns_err event_snapshot(const cJSON *source, int *snapshot,
     if (!cJSON_IsString(v) || !v->valuestring) {
         ns_err_set(errstr, errstr_size,
                      "source.snapshot is %s, not a boolean or string",
-                     event_json_kind(v));
+                     convert_json_kind(v));
         return NS_ERR_SCHEMA;
     }
     if (strcmp(v->valuestring, "false") == 0)
@@ -458,7 +440,7 @@ static enum ns_err event_name_member(const cJSON *source, const char *key,
     }
     if (!cJSON_IsString(v) || !v->valuestring) {
         ns_err_set(errstr, errstr_size, "source.%s is %s, not a string",
-                     key, event_json_kind(v));
+                     key, convert_json_kind(v));
         return NS_ERR_SCHEMA;
     }
     n = strlen(v->valuestring);
@@ -526,7 +508,7 @@ static enum ns_err event_image(const cJSON *payload, const char *key,
         return NS_OK;
     if (!cJSON_IsObject(v)) {
         ns_err_set(errstr, errstr_size, "%s is %s, not an object or null",
-                     key, event_json_kind(v));
+                     key, convert_json_kind(v));
         return NS_ERR_SCHEMA;
     }
     *out = v;
@@ -550,7 +532,7 @@ static enum ns_err event_op(const cJSON *payload, enum event_op *op,
     }
     if (!cJSON_IsString(v) || !v->valuestring) {
         ns_err_set(errstr, errstr_size, "op is %s, not a string",
-                     event_json_kind(v));
+                     convert_json_kind(v));
         return NS_ERR_SCHEMA;
     }
     s = v->valuestring;
@@ -601,12 +583,12 @@ static enum ns_err event_unwrap(struct event *ev, const cJSON **payload,
     }
     if (!cJSON_IsObject(inner)) {
         ns_err_set(errstr, errstr_size, "payload is %s, not an object",
-                     event_json_kind(inner));
+                     convert_json_kind(inner));
         return NS_ERR_PARSE;
     }
     if (schema && !cJSON_IsNull(schema) && !cJSON_IsObject(schema)) {
         ns_err_set(errstr, errstr_size, "schema is %s, not an object",
-                     event_json_kind(schema));
+                     convert_json_kind(schema));
         return NS_ERR_SCHEMA;
     }
     ev->value_schema = cJSON_IsObject(schema) ? schema : NULL;
@@ -709,7 +691,7 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     }
     if (!cJSON_IsObject(ev->root)) {
         ns_err_set(errstr, errstr_size, "payload is %s, not an object",
-                     event_json_kind(ev->root));
+                     convert_json_kind(ev->root));
         err = NS_ERR_PARSE;
         goto cleanup;
     }
@@ -731,7 +713,7 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     }
     if (!cJSON_IsObject(source)) {
         ns_err_set(errstr, errstr_size, "source is %s, not an object",
-                     event_json_kind(source));
+                     convert_json_kind(source));
         err = NS_ERR_SCHEMA;
         goto cleanup;
     }

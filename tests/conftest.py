@@ -62,3 +62,21 @@ def stack_up(env=None):
 def stack():
     return stack_up()
 
+
+
+@pytest.fixture(scope="module")
+def nx(stack):
+    """The stack's servers, through tests/nexus.py's helpers."""
+    from nexus import Stack
+    return Stack(stack)
+
+
+@pytest.fixture(scope="module")
+def project(nx):
+    """A tenant, program and project of the module's own, for its rows."""
+    from nexus import new_id
+    t, pg, p = new_id(), new_id(), new_id()
+    nx.psql(f"""INSERT INTO tenants (id, name, slug) VALUES ('{t}', 'test', 'test-{t[:8]}');
+    INSERT INTO programs (id, tenant_id, name) VALUES ('{pg}', '{t}', 'p');
+    INSERT INTO projects (id, program_id, tenant_id, name) VALUES ('{p}', '{pg}', '{t}', 'p');""")
+    return {"tenant": t, "program": pg, "project": p}

@@ -14,6 +14,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin")
 
 
+def new_id():
+    """A fresh uuid, as text."""
+    import uuid
+    return str(uuid.uuid4())
+
+
 def wait_until(pred, timeout=60.0, interval=0.25, what="condition"):
     """Poll pred() until it returns a truthy value; fail after timeout."""
     deadline = time.time() + timeout

@@ -9,12 +9,7 @@ import uuid
 
 import pytest
 
-from nexus import ROOT, Stack, wait_until
-
-
-@pytest.fixture(scope="module")
-def nx(stack):
-    return Stack(stack)
+from nexus import new_id as U, ROOT, Stack, wait_until
 
 
 def describe():
@@ -29,10 +24,6 @@ def describe():
         worker = line.split("worker=")[1].split()[0]
         res[table] = f"nexus.{lane}.{worker}"
     return res
-
-
-def U():
-    return str(uuid.uuid4())
 
 
 def since(nx, topic, ts_ms):

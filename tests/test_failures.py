@@ -7,25 +7,7 @@ import uuid
 
 import pytest
 
-from nexus import Proxy, Stack, Worker, scratch_lanes, wait_until
-
-
-@pytest.fixture(scope="module")
-def nx(stack):
-    return Stack(stack)
-
-
-def U():
-    return str(uuid.uuid4())
-
-
-@pytest.fixture(scope="module")
-def project(nx):
-    t, pg, p = U(), U(), U()
-    nx.psql(f"""INSERT INTO tenants (id, name, slug) VALUES ('{t}', 'fail', 'fail-{t[:8]}');
-    INSERT INTO programs (id, tenant_id, name) VALUES ('{pg}', '{t}', 'p');
-    INSERT INTO projects (id, program_id, tenant_id, name) VALUES ('{p}', '{pg}', '{t}', 'p');""")
-    return {"tenant": t, "project": p}
+from nexus import new_id as U, Proxy, Stack, Worker, scratch_lanes, wait_until
 
 
 def new_tags(nx, project, n, prefix):

@@ -5,26 +5,7 @@ import uuid
 
 import pytest
 
-from nexus import Stack, Worker, scratch_lanes, wait_until
-
-
-@pytest.fixture(scope="module")
-def nx(stack):
-    return Stack(stack)
-
-
-def U():
-    return str(uuid.uuid4())
-
-
-@pytest.fixture(scope="module")
-def project(nx):
-    """A tenant, program and project of our own for this module's rows."""
-    t, pg, p = U(), U(), U()
-    nx.psql(f"""INSERT INTO tenants (id, name, slug) VALUES ('{t}', 'sem', 'sem-{t[:8]}');
-    INSERT INTO programs (id, tenant_id, name) VALUES ('{pg}', '{t}', 'p');
-    INSERT INTO projects (id, program_id, tenant_id, name) VALUES ('{p}', '{pg}', '{t}', 'p');""")
-    return {"tenant": t, "program": pg, "project": p}
+from nexus import new_id as U, Stack, Worker, scratch_lanes, wait_until
 
 
 _started = []

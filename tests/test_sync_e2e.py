@@ -5,12 +5,7 @@ import uuid
 
 import pytest
 
-from nexus import Stack, stop_worker, wait_until
-
-@pytest.fixture(scope="module")
-def nx(stack):
-    return Stack(stack)
-
+from nexus import new_id as U, Stack, stop_worker, wait_until
 
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
 
@@ -26,10 +21,6 @@ def workers(nx, tmp_path_factory):
     for w, p in procs.items():
         rc = stop_worker(p)
         assert rc == 0, f"{w}_worker exited {rc}: {(logs / f'{w}.log').read_text()[-3000:]}"
-
-
-def U():
-    return str(uuid.uuid4())
 
 
 def node(nx, label, key, timeout=90):
