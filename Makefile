@@ -43,7 +43,7 @@ $(BIN)/%: $(BUILD)/tools/%.o $(BUILD)/libnexus.a
 	@mkdir -p $(dir $@)
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libnexus.a
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/cases.o $(BUILD)/libnexus.a
 	@mkdir -p $(dir $@)
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
@@ -67,4 +67,4 @@ clean:
 	rm -rf $(BUILD) $(BIN)
 
 -include $(COMMON_OBJ:.o=.d) $(WORKER_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) \
-         $(UNIT_SRC:%.c=$(BUILD)/%.d)
+         $(UNIT_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/unit/cases.d

@@ -165,6 +165,19 @@ static enum ns_err link_endpoints(const struct mapping *map,
     return err;
 }
 
+/* The properties of link r, then its keys and element id for the
+ * write-back. */
+static enum ns_err link_set_return(const struct mapping_table *tbl,
+                                   uint64_t shape, struct buf *b)
+{
+    enum ns_err err = set_props(b, tbl, shape, "r");
+
+    if (!err)
+        err = buf_adds(b, "RETURN row.a AS a, row.b AS b, row.v AS v, "
+                          "elementId(r) AS eid");
+    return err;
+}
+
 static enum ns_err link_upsert(const struct mapping *map,
                                const struct mapping_table *tbl,
                                uint64_t shape, struct buf *b)
@@ -179,10 +192,7 @@ static enum ns_err link_upsert(const struct mapping *map,
     if (!err)
         err = buf_adds(b, "\n");
     if (!err)
-        err = set_props(b, tbl, shape, "r");
-    if (!err)
-        err = buf_adds(b, "RETURN row.a AS a, row.b AS b, row.v AS v, "
-                          "elementId(r) AS eid");
+        err = link_set_return(tbl, shape, b);
     return err;
 }
 
@@ -210,10 +220,7 @@ static enum ns_err link_upsert_temporal(const struct mapping *map,
                        "row.ts})}]->(b)\n",
                        tbl->rel_type, tbl->rel_type, tbl->rel_type);
     if (!err)
-        err = set_props(b, tbl, shape, "r");
-    if (!err)
-        err = buf_adds(b, "RETURN row.a AS a, row.b AS b, row.v AS v, "
-                          "elementId(r) AS eid");
+        err = link_set_return(tbl, shape, b);
     return err;
 }
 

@@ -20,91 +20,14 @@
 #include "convert.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
+#include "cases.h"
 
 #define CASE_MAX_BYTES (4u * 1024u * 1024u)
-
-static void why_set(char *why, size_t why_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void why_set(char *why, size_t why_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(why, why_size, fmt, ap);
-    va_end(ap);
-}
-
-/* Whole file into a NUL-terminated buffer the caller frees; NULL on error. */
-static char *read_file(const char *path, size_t max)
-{
-    FILE *f = NULL;
-    char *data = NULL, *res = NULL;
-    size_t n = 0, got;
-
-    f = fopen(path, "rb");
-    if (!f)
-        goto cleanup;
-    data = malloc(max + 1);
-    if (!data)
-        goto cleanup;
-    while ((got = fread(data + n, 1, max + 1 - n, f)) > 0) {
-        n += got;
-        if (n > max)
-            goto cleanup;
-    }
-    if (ferror(f))
-        goto cleanup;
-    data[n] = '\0';
-    res = data;
-    data = NULL;
-
-cleanup:
-    free(data);
-    if (f)
-        fclose(f);
-    return res;
-}
-
-/* Exact structural equality: numbers compare with ==, keys
- * case-sensitively. */
-static int json_equal(const cJSON *a, const cJSON *b)
-{
-    const cJSON *x, *y;
-
-    if (!a || !b)
-        return a == b;
-    if ((a->type & 0xff) != (b->type & 0xff))
-        return 0;
-    if (cJSON_IsNumber(a))
-        return a->valuedouble == b->valuedouble;
-    if (cJSON_IsString(a))
-        return strcmp(a->valuestring, b->valuestring) == 0;
-    if (cJSON_IsArray(a)) {
-        for (x = a->child, y = b->child; x && y; x = x->next, y = y->next)
-            if (!json_equal(x, y))
-                return 0;
-        return x == NULL && y == NULL;
-    }
-    if (cJSON_IsObject(a)) {
-        if (cJSON_GetArraySize(a) != cJSON_GetArraySize(b))
-            return 0;
-        cJSON_ArrayForEach(x, a) {
-            y = cJSON_GetObjectItemCaseSensitive(b, x->string);
-            if (!json_equal(x, y))
-                return 0;
-        }
-        return 1;
-    }
-    return 1;
-}
 
 static int check_keys(const cJSON *c, char *why, size_t why_size)
 {
@@ -119,7 +42,7 @@ static int check_keys(const cJSON *c, char *why, size_t why_size)
             if (strcmp(e->string, known[i]) == 0)
                 break;
         if (i == sizeof(known) / sizeof(known[0])) {
-            why_set(why, why_size, "unknown case member '%s'", e->string);
+            case_why(why, why_size, "unknown case member '%s'", e->string);
             return -1;
         }
     }
@@ -137,14 +60,14 @@ static int run_case(const char *path, char *why, size_t why_size)
     const char *want;
     int rc = -1, type, scale = -1;
 
-    text = read_file(path, CASE_MAX_BYTES);
+    text = case_read_file(path, CASE_MAX_BYTES, NULL);
     if (!text) {
-        why_set(why, why_size, "cannot read the case file");
+        case_why(why, why_size, "cannot read the case file");
         goto cleanup;
     }
     c = cJSON_Parse(text);
     if (!cJSON_IsObject(c)) {
-        why_set(why, why_size, "case file is not a JSON object");
+        case_why(why, why_size, "case file is not a JSON object");
         goto cleanup;
     }
     if (check_keys(c, why, why_size) != 0)
@@ -153,7 +76,7 @@ static int run_case(const char *path, char *why, size_t why_size)
     if (cJSON_IsString(e)) {
         type = convert_type_parse(e->valuestring);
         if (type < 0) {
-            why_set(why, why_size, "unknown type '%s'", e->valuestring);
+            case_why(why, why_size, "unknown type '%s'", e->valuestring);
             goto cleanup;
         }
     } else if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(c,
@@ -161,7 +84,7 @@ static int run_case(const char *path, char *why, size_t why_size)
         type = (int)cJSON_GetObjectItemCaseSensitive(c, "type_code")
                    ->valuedouble;
     } else {
-        why_set(why, why_size, "case needs \"type\" or \"type_code\"");
+        case_why(why, why_size, "case needs \"type\" or \"type_code\"");
         goto cleanup;
     }
     e = cJSON_GetObjectItemCaseSensitive(c, "scale");
@@ -171,7 +94,7 @@ static int run_case(const char *path, char *why, size_t why_size)
 
     e = cJSON_GetObjectItemCaseSensitive(c, "unavailable");
     if (e && !!cJSON_IsTrue(e) != !!convert_is_unavailable(v)) {
-        why_set(why, why_size, "convert_is_unavailable gave %d",
+        case_why(why, why_size, "convert_is_unavailable gave %d",
                 convert_is_unavailable(v));
         goto cleanup;
     }
@@ -181,29 +104,29 @@ static int run_case(const char *path, char *why, size_t why_size)
     e = cJSON_GetObjectItemCaseSensitive(c, "error");
     want = cJSON_IsString(e) ? e->valuestring : "ok";
     if (strcmp(ns_err_str(err), want) != 0) {
-        why_set(why, why_size, "got %s (%s), expected %s", ns_err_str(err),
+        case_why(why, why_size, "got %s (%s), expected %s", ns_err_str(err),
                 err ? errstr : "no error", want);
         goto cleanup;
     }
     if (err && out) {
-        why_set(why, why_size, "failed conversion left a value behind");
+        case_why(why, why_size, "failed conversion left a value behind");
         goto cleanup;
     }
     e = cJSON_GetObjectItemCaseSensitive(c, "reason");
     if (e && (!cJSON_IsString(e) || !strstr(errstr, e->valuestring))) {
-        why_set(why, why_size, "reason '%s' lacks '%s'", errstr,
+        case_why(why, why_size, "reason '%s' lacks '%s'", errstr,
                 cJSON_IsString(e) ? e->valuestring : "?");
         goto cleanup;
     }
     if (!err) {
         exp = cJSON_GetObjectItemCaseSensitive(c, "expect");
         if (!exp) {
-            why_set(why, why_size, "case without error needs \"expect\"");
+            case_why(why, why_size, "case without error needs \"expect\"");
             goto cleanup;
         }
-        if (!json_equal(out, exp)) {
+        if (!case_json_equal(out, exp)) {
             printed = cJSON_PrintUnformatted(out);
-            why_set(why, why_size, "got %s", printed ? printed : "?");
+            case_why(why, why_size, "got %s", printed ? printed : "?");
             goto cleanup;
         }
     }
@@ -213,13 +136,13 @@ static int run_case(const char *path, char *why, size_t why_size)
     cJSON_Delete(out2);
     out2 = NULL;
     if (err2 != err) {
-        why_set(why, why_size, "errstr NULL changed the result");
+        case_why(why, why_size, "errstr NULL changed the result");
         goto cleanup;
     }
     err2 = convert_value(v, (enum col_type)type, scale, &out2, tiny,
                          sizeof(tiny));
     if (err2 != err || strlen(tiny) >= sizeof(tiny)) {
-        why_set(why, why_size, "a small errstr changed the result");
+        case_why(why, why_size, "a small errstr changed the result");
         goto cleanup;
     }
     rc = 0;
@@ -240,37 +163,28 @@ static int check_type_names(char *why, size_t why_size)
 
     for (i = 0; i < COL__COUNT; i++) {
         if (convert_type_parse(convert_type_name((enum col_type)i)) != i) {
-            why_set(why, why_size, "type %d does not round-trip", i);
+            case_why(why, why_size, "type %d does not round-trip", i);
             return -1;
         }
     }
     if (strcmp(convert_type_name(COL__COUNT), "unknown") != 0 ||
         convert_type_parse("bogus") != -1 || convert_type_parse(NULL) != -1 ||
         convert_type_parse("TEXT") != -1) {
-        why_set(why, why_size, "unknown names are not rejected");
+        case_why(why, why_size, "unknown names are not rejected");
         return -1;
     }
     if (convert_is_unavailable(NULL)) {
-        why_set(why, why_size, "NULL is reported unavailable");
+        case_why(why, why_size, "NULL is reported unavailable");
         return -1;
     }
     return 0;
 }
 
-static int is_case_file(const struct dirent *d)
-{
-    size_t n = strlen(d->d_name);
-
-    return d->d_name[0] != '.' && n > 5 &&
-           strcmp(d->d_name + n - 5, ".json") == 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "tests/cases/convert";
-    struct dirent **names = NULL;
-    int n, i, passed = 0, failed = 0;
-    char path[4096], why[1024];
+    int passed = 0, failed = 0;
+    char why[1024];
 
     if (check_type_names(why, sizeof(why)) == 0) {
         printf("ok builtin-type-names\n");
@@ -279,27 +193,9 @@ int main(int argc, char **argv)
         printf("not ok builtin-type-names: %s\n", why);
         failed++;
     }
-    n = scandir(dir, &names, is_case_file, alphasort);
-    if (n < 0) {
+    if (case_run_dir(dir, run_case, &passed, &failed) < 0) {
         fprintf(stderr, "test_convert: cannot read %s\n", dir);
         return 1;
-    }
-    for (i = 0; i < n; i++) {
-        why[0] = '\0';
-        snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
-        if (run_case(path, why, sizeof(why)) == 0) {
-            printf("ok %s\n", names[i]->d_name);
-            passed++;
-        } else {
-            printf("not ok %s: %s\n", names[i]->d_name, why);
-            failed++;
-        }
-        free(names[i]);
-    }
-    free(names);
-    if (n == 0) {
-        printf("not ok %s: no case files\n", dir);
-        failed++;
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

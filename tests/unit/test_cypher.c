@@ -19,32 +19,11 @@
 #include <cjson/cJSON.h>
 
 #include "buf.h"
+#include "cases.h"
 #include "change.h"
 #include "cypher.h"
 #include "event.h"
 #include "mapping.h"
-
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *s = NULL;
-    long n;
-
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 &&
-        fseek(f, 0, SEEK_SET) == 0) {
-        s = malloc((size_t)n + 1);
-        if (s && fread(s, 1, (size_t)n, f) == (size_t)n)
-            s[n] = '\0';
-        else {
-            free(s);
-            s = NULL;
-        }
-    }
-    fclose(f);
-    return s;
-}
 
 static int build_change(const struct mapping *map, const cJSON *event_json,
                         struct change *ch, enum change_result *res,
@@ -210,7 +189,7 @@ int main(int argc, char **argv)
             continue;
         }
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
-        text = read_file(path);
+        text = case_read_file(path, 1u << 20, NULL);
         doc = text ? cJSON_Parse(text) : NULL;
         fail = doc ? run_case(map, doc, update, errbuf, sizeof(errbuf))
                    : "case file is not JSON";

@@ -25,93 +25,15 @@
 #include "event.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
+#include "cases.h"
 
 #define CASE_MAX_BYTES (4u * 1024u * 1024u)
 #define INPUT_MAX_BYTES (64u * 1024u * 1024u)
-
-static void why_set(char *why, size_t why_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void why_set(char *why, size_t why_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(why, why_size, fmt, ap);
-    va_end(ap);
-}
-
-/* Whole file into a NUL-terminated buffer the caller frees; NULL on error. */
-static char *read_file(const char *path, size_t max, size_t *len)
-{
-    FILE *f = NULL;
-    char *data = NULL, *res = NULL;
-    size_t n = 0, got;
-
-    f = fopen(path, "rb");
-    if (!f)
-        goto cleanup;
-    data = malloc(max + 1);
-    if (!data)
-        goto cleanup;
-    while ((got = fread(data + n, 1, max + 1 - n, f)) > 0) {
-        n += got;
-        if (n > max)
-            goto cleanup;
-    }
-    if (ferror(f))
-        goto cleanup;
-    data[n] = '\0';
-    *len = n;
-    res = data;
-    data = NULL;
-
-cleanup:
-    free(data);
-    if (f)
-        fclose(f);
-    return res;
-}
-
-/* Exact structural equality: numbers compare with ==, keys
- * case-sensitively. */
-static int json_equal(const cJSON *a, const cJSON *b)
-{
-    const cJSON *x, *y;
-
-    if (!a || !b)
-        return a == b;
-    if ((a->type & 0xff) != (b->type & 0xff))
-        return 0;
-    if (cJSON_IsNumber(a))
-        return a->valuedouble == b->valuedouble;
-    if (cJSON_IsString(a))
-        return strcmp(a->valuestring, b->valuestring) == 0;
-    if (cJSON_IsArray(a)) {
-        for (x = a->child, y = b->child; x && y; x = x->next, y = y->next)
-            if (!json_equal(x, y))
-                return 0;
-        return x == NULL && y == NULL;
-    }
-    if (cJSON_IsObject(a)) {
-        if (cJSON_GetArraySize(a) != cJSON_GetArraySize(b))
-            return 0;
-        cJSON_ArrayForEach(x, a) {
-            y = cJSON_GetObjectItemCaseSensitive(b, x->string);
-            if (!json_equal(x, y))
-                return 0;
-        }
-        return 1;
-    }
-    return 1;
-}
 
 static int hexval(char c)
 {
@@ -142,14 +64,14 @@ static int case_input(const cJSON *c, char **data, size_t *len, char *why,
     *data = NULL;
     *len = 0;
     if (!!in + !!hex + !!parts + !!isnull != 1) {
-        why_set(why, why_size, "case needs exactly one input form");
+        case_why(why, why_size, "case needs exactly one input form");
         return -1;
     }
     if (isnull)
         return 0;
     if (in) {
         if (!cJSON_IsString(in)) {
-            why_set(why, why_size, "input is not a string");
+            case_why(why, why_size, "input is not a string");
             return -1;
         }
         *data = strdup(in->valuestring);
@@ -158,7 +80,7 @@ static int case_input(const cJSON *c, char **data, size_t *len, char *why,
     }
     if (hex) {
         if (!cJSON_IsString(hex) || strlen(hex->valuestring) % 2) {
-            why_set(why, why_size, "input_hex is not an even hex string");
+            case_why(why, why_size, "input_hex is not an even hex string");
             return -1;
         }
         n = strlen(hex->valuestring) / 2;
@@ -170,7 +92,7 @@ static int case_input(const cJSON *c, char **data, size_t *len, char *why,
             int lo = hexval(hex->valuestring[2 * i + 1]);
 
             if (hi < 0 || lo < 0) {
-                why_set(why, why_size, "input_hex has a non-hex digit");
+                case_why(why, why_size, "input_hex has a non-hex digit");
                 free(*data);
                 *data = NULL;
                 return -1;
@@ -185,12 +107,12 @@ static int case_input(const cJSON *c, char **data, size_t *len, char *why,
         const cJSON *k = cJSON_GetArrayItem(part, 1);
 
         if (!cJSON_IsString(s) || !cJSON_IsNumber(k) || k->valuedouble < 0) {
-            why_set(why, why_size, "input_parts needs [string, count]");
+            case_why(why, why_size, "input_parts needs [string, count]");
             return -1;
         }
         total += strlen(s->valuestring) * (size_t)k->valuedouble;
         if (total > INPUT_MAX_BYTES) {
-            why_set(why, why_size, "input_parts is too large");
+            case_why(why, why_size, "input_parts is too large");
             return -1;
         }
     }
@@ -219,7 +141,7 @@ static int check_int(const cJSON *exp, const char *key, int64_t got,
     if (!e)
         return 0;
     if (!cJSON_IsNumber(e) || (double)got != e->valuedouble) {
-        why_set(why, why_size, "%s is %lld, expected %.17g", key,
+        case_why(why, why_size, "%s is %lld, expected %.17g", key,
                 (long long)got, cJSON_IsNumber(e) ? e->valuedouble : -999.0);
         return -1;
     }
@@ -234,7 +156,7 @@ static int check_str(const cJSON *exp, const char *key, const char *got,
     if (!e)
         return 0;
     if (!cJSON_IsString(e) || strcmp(e->valuestring, got) != 0) {
-        why_set(why, why_size, "%s is '%s', expected '%s'", key, got,
+        case_why(why, why_size, "%s is '%s', expected '%s'", key, got,
                 cJSON_IsString(e) ? e->valuestring : "?");
         return -1;
     }
@@ -248,8 +170,8 @@ static int check_image(const cJSON *exp, const char *key, const cJSON *got,
 
     if (!e)
         return 0;
-    if (cJSON_IsNull(e) ? got != NULL : !json_equal(e, got)) {
-        why_set(why, why_size, "%s image differs from the expected one",
+    if (cJSON_IsNull(e) ? got != NULL : !case_json_equal(e, got)) {
+        case_why(why, why_size, "%s image differs from the expected one",
                 key);
         return -1;
     }
@@ -285,13 +207,13 @@ static int check_event(const struct event *ev, const cJSON *exp, char *why,
         else if (cJSON_IsString(e) && strcmp(e->valuestring, "before") == 0)
             want = ev->before;
         if (row != want || (!cJSON_IsNull(e) && !row)) {
-            why_set(why, why_size, "event_row is not the expected image");
+            case_why(why, why_size, "event_row is not the expected image");
             return -1;
         }
     }
     e = cJSON_GetObjectItemCaseSensitive(exp, "value_schema");
     if (e && !!cJSON_IsTrue(e) != !!ev->value_schema) {
-        why_set(why, why_size, "value_schema is %s",
+        case_why(why, why_size, "value_schema is %s",
                 ev->value_schema ? "set" : "NULL");
         return -1;
     }
@@ -300,7 +222,7 @@ static int check_event(const struct event *ev, const cJSON *exp, char *why,
         int got = event_column_scale(ev, sc->string);
 
         if (!cJSON_IsNumber(sc) || got != (int)sc->valuedouble) {
-            why_set(why, why_size, "scale of %s is %d, expected %g",
+            case_why(why, why_size, "scale of %s is %d, expected %g",
                     sc->string, got, sc->valuedouble);
             return -1;
         }
@@ -322,7 +244,7 @@ static int check_keys(const cJSON *exp, char *why, size_t why_size)
             if (strcmp(e->string, known[i]) == 0)
                 break;
         if (i == sizeof(known) / sizeof(known[0])) {
-            why_set(why, why_size, "unknown expect member '%s'", e->string);
+            case_why(why, why_size, "unknown expect member '%s'", e->string);
             return -1;
         }
     }
@@ -342,15 +264,15 @@ static int run_case(const char *path, char *why, size_t why_size)
     const char *want;
     int rc = -1, tomb;
 
-    text = read_file(path, CASE_MAX_BYTES, &text_len);
+    text = case_read_file(path, CASE_MAX_BYTES, &text_len);
     if (!text) {
-        why_set(why, why_size, "cannot read the case file");
+        case_why(why, why_size, "cannot read the case file");
         goto cleanup;
     }
     c = cJSON_Parse(text);
     exp = cJSON_GetObjectItemCaseSensitive(c, "expect");
     if (!cJSON_IsObject(exp)) {
-        why_set(why, why_size, "case file is not {\"input\"..,\"expect\"..}");
+        case_why(why, why_size, "case file is not {\"input\"..,\"expect\"..}");
         goto cleanup;
     }
     if (check_keys(exp, why, why_size) != 0)
@@ -361,7 +283,7 @@ static int run_case(const char *path, char *why, size_t why_size)
     tomb = event_is_tombstone(data, len);
     e = cJSON_GetObjectItemCaseSensitive(exp, "tombstone");
     if (e && !!cJSON_IsTrue(e) != !!tomb) {
-        why_set(why, why_size, "event_is_tombstone gave %d", tomb);
+        case_why(why, why_size, "event_is_tombstone gave %d", tomb);
         goto cleanup;
     }
 
@@ -369,25 +291,25 @@ static int run_case(const char *path, char *why, size_t why_size)
     e = cJSON_GetObjectItemCaseSensitive(exp, "error");
     want = cJSON_IsString(e) ? e->valuestring : "ok";
     if (strcmp(ns_err_str(err), want) != 0) {
-        why_set(why, why_size, "got %s (%s), expected %s", ns_err_str(err),
+        case_why(why, why_size, "got %s (%s), expected %s", ns_err_str(err),
                 err ? errstr : "no error", want);
         goto cleanup;
     }
     if (err && ev) {
-        why_set(why, why_size, "failed parse left an event behind");
+        case_why(why, why_size, "failed parse left an event behind");
         goto cleanup;
     }
     if (!err && !ev) {
-        why_set(why, why_size, "successful parse gave no event");
+        case_why(why, why_size, "successful parse gave no event");
         goto cleanup;
     }
     if (!err && tomb) {
-        why_set(why, why_size, "a tombstone parsed as an event");
+        case_why(why, why_size, "a tombstone parsed as an event");
         goto cleanup;
     }
     e = cJSON_GetObjectItemCaseSensitive(exp, "reason");
     if (e && (!cJSON_IsString(e) || !strstr(errstr, e->valuestring))) {
-        why_set(why, why_size, "reason '%s' lacks '%s'", errstr,
+        case_why(why, why_size, "reason '%s' lacks '%s'", errstr,
                 cJSON_IsString(e) ? e->valuestring : "?");
         goto cleanup;
     }
@@ -399,12 +321,12 @@ static int run_case(const char *path, char *why, size_t why_size)
     event_free(ev2);
     ev2 = NULL;
     if (err2 != err) {
-        why_set(why, why_size, "errstr NULL changed the result");
+        case_why(why, why_size, "errstr NULL changed the result");
         goto cleanup;
     }
     err2 = event_parse(data, len, &ev2, tiny, sizeof(tiny));
     if (err2 != err || strlen(tiny) >= sizeof(tiny)) {
-        why_set(why, why_size, "a small errstr changed the result");
+        case_why(why, why_size, "a small errstr changed the result");
         goto cleanup;
     }
     rc = 0;
@@ -418,42 +340,14 @@ cleanup:
     return rc;
 }
 
-static int is_case_file(const struct dirent *d)
-{
-    size_t n = strlen(d->d_name);
-
-    return d->d_name[0] != '.' && n > 5 &&
-           strcmp(d->d_name + n - 5, ".json") == 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "tests/cases/event";
-    struct dirent **names = NULL;
-    int n, i, passed = 0, failed = 0;
-    char path[4096], why[1024];
+    int passed = 0, failed = 0;
 
-    n = scandir(dir, &names, is_case_file, alphasort);
-    if (n < 0) {
+    if (case_run_dir(dir, run_case, &passed, &failed) < 0) {
         fprintf(stderr, "test_event: cannot read %s\n", dir);
         return 1;
-    }
-    for (i = 0; i < n; i++) {
-        why[0] = '\0';
-        snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
-        if (run_case(path, why, sizeof(why)) == 0) {
-            printf("ok %s\n", names[i]->d_name);
-            passed++;
-        } else {
-            printf("not ok %s: %s\n", names[i]->d_name, why);
-            failed++;
-        }
-        free(names[i]);
-    }
-    free(names);
-    if (n == 0) {
-        printf("not ok %s: no case files\n", dir);
-        failed++;
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
