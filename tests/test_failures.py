@@ -148,3 +148,31 @@ def test_writeback_yields_to_application_row_locks(nx, project, tmp_path):
     finally:
         holder.join()
         w.stop()
+
+
+def test_worker_killed_mid_outage_resumes_from_its_committed_offset(nx, project, tmp_path):
+    """Offsets are committed only after Neo4j and the write-back: a worker
+    killed with SIGKILL while its batch cannot reach Neo4j leaves the batch
+    uncommitted, and the next worker of the group applies it."""
+    proxy = Proxy(nx.env["NEXUS_NEO4J_URL"].rsplit(":", 1)[1])
+    group = f"fail-kill-{uuid.uuid4().hex[:8]}"
+    env = dict(NEXUS_NEO4J_URL=f"http://127.0.0.1:{proxy.port}", NEXUS_RETRY_MAX_MS=1000)
+    first = Worker(nx, "tag", str(tmp_path / "a"), group, **env)
+    second = Worker(nx, "tag", str(tmp_path / "b"), group, **env)
+    try:
+        first.start()
+        first.wait_caught_up(timeout=300)
+        proxy.cut()
+        pending = new_tags(nx, project, 15, "killed")
+        wait_until(lambda: (first.stats() or {}).get("neo4j_retries", 0) >= 1, 120, what="batch stuck on Neo4j")
+        first.proc.kill()
+        first.proc.wait()
+        proxy.restore()
+        second.start()
+        wait_until(lambda: applied(nx, pending) == 15, 120, what="the uncommitted batch applied by the next worker")
+        wait_until(lambda: synced(nx, pending) == 15, 60, what="its write-back")
+    finally:
+        for w in (first, second):
+            if w.proc and w.proc.poll() is None:
+                w.stop()
+        proxy.close()
