@@ -1180,7 +1180,7 @@ static enum ns_err resolve_temporal(struct run *run, char *errstr,
                    "UNWIND $rows AS row\n"
                    "OPTIONAL MATCH (a:%s {%s: row.a})-[h:%s]->(b:%s {%s: row.b})\n"
                    "WITH row, max(coalesce(h.closedLsn, h.srcLsn)) AS latest,\n"
-                   "  collect(CASE WHEN h.validTo IS NULL THEN "
+                   "  collect(CASE WHEN h IS NOT NULL AND h.validTo IS NULL THEN "
                    "[elementId(h), coalesce(h.pgVersion, 0)] END) AS cur\n"
                    "RETURN row.i, latest, cur",
                    tbl->from.label, cypher_label_key(map, tbl->from.label),
