@@ -246,6 +246,23 @@ static int run_pass(const struct mapping *map, const struct args *a,
     return 0;
 }
 
+/* Peak resident set of this process image in KB (VmHWM: it starts at
+ * exec, unlike ru_maxrss, which keeps the parent's peak); -1 if unknown. */
+static long peak_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
 static int print_json(const struct verify *found, const struct verify *after,
                       int repair, int clean)
 {
@@ -264,6 +281,9 @@ static int print_json(const struct verify *found, const struct verify *after,
         cJSON_AddItemToObject(doc, "recheck", re);
     }
     if (!cJSON_AddBoolToObject(doc, "clean", clean))
+        goto cleanup;
+    if (peak_rss_kb() >= 0 &&
+        !cJSON_AddNumberToObject(doc, "peak_rss_kb", (double)peak_rss_kb()))
         goto cleanup;
     text = cJSON_Print(doc);
     if (!text)
