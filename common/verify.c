@@ -208,7 +208,12 @@ static char *show_json(const cJSON *v)
         return NULL;
     len = strlen(s);
     if (len > VERIFY_SHOW_MAX) {
-        memcpy(s + VERIFY_SHOW_MAX - 3, "...", 4);
+        size_t cut = VERIFY_SHOW_MAX - 3;
+
+        /* never split a UTF-8 sequence: the report must stay valid */
+        while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+            cut--;
+        memcpy(s + cut, "...", 4);
     }
     return s;
 }
@@ -844,8 +849,7 @@ static int value_equal(const struct mapping_property *p, const char *pg_text,
  */
 static enum ns_err row_props(struct run *run, int first_col,
                              const cJSON *graph, const char *k1,
-                             const char *k2, cJSON **props, size_t *off,
-                             char *errstr, size_t errstr_size)
+                             const char *k2, cJSON **props, size_t *off)
 {
     const struct mapping_table *tbl = run->tbl;
     cJSON *obj = cJSON_CreateObject();
@@ -904,8 +908,6 @@ static enum ns_err row_props(struct run *run, int first_col,
     }
 
 cleanup:
-    (void)errstr;
-    (void)errstr_size;
     cJSON_Delete(obj);
     return err;
 }
@@ -992,7 +994,7 @@ static enum ns_err pending_upsert(struct run *run, const char *k1,
     if (!row || pend->n == pend->cap) {
         cJSON_Delete(props);
         cJSON_Delete(row);
-        return NS_ERR_NOMEM;
+        return row ? NS_ERR_LIMIT : NS_ERR_NOMEM;
     }
     if (tbl->kind == MAPPING_NODE) {
         if (!cJSON_AddStringToObject(row, "k", k1))
@@ -1395,8 +1397,7 @@ static enum ns_err on_missing(struct run *run, const char *k1, const char *k2,
     run->tr->c.missing++;
     err = example_add(run, "missing", k1, k2, NULL, NULL, NULL);
     if (!err && run->vf->opt.repair)
-        err = row_props(run, fixed, NULL, k1, k2, &props, &off, errstr,
-                        errstr_size);
+        err = row_props(run, fixed, NULL, k1, k2, &props, &off);
     if (err || !run->vf->opt.repair)
         return err;
     if (!props) {
@@ -1502,8 +1503,7 @@ static enum ns_err on_pair(struct run *run, const char *k1, const char *k2,
     int need = 0;
     enum ns_err err;
 
-    err = row_props(run, fixed, graph, k1, k2, &props, &off, errstr,
-                    errstr_size);
+    err = row_props(run, fixed, graph, k1, k2, &props, &off);
     if (!err && node)
         err = check_parents(run, k1,
                             cJSON_GetArrayItem(row, NEO_NODE_PARENTS), &need);
