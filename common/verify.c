@@ -1019,7 +1019,9 @@ static enum ns_err pending_upsert(struct run *run, const char *k1,
             cJSON *in = text ? cJSON_CreateString(text) : NULL, *pv = NULL;
             char why[256];
 
-            if (convert_value(in, COL_UUID, -1, &pv, why, sizeof(why)))
+            if (text && !in)
+                err = NS_ERR_NOMEM;
+            else if (convert_value(in, COL_UUID, -1, &pv, why, sizeof(why)))
                 err = NS_ERR_SCHEMA;   /* not repairable: skipped below */
             else
                 cJSON_AddItemToArray(par, pv);
