@@ -191,16 +191,15 @@ static enum ns_err load_file_secrets(struct config *cfg, config_t *lc,
                                      const char *path, char *errstr,
                                      size_t errstr_size)
 {
-    static const struct {
+    const struct {
         const char *file_key, *inline_key;
-        size_t offset, size;
+        char *dst;
+        size_t size;
     } secrets[] = {
-        {"neo4j.password_file", "neo4j.password",
-         offsetof(struct config, neo4j_password),
-         sizeof(((struct config *)0)->neo4j_password)},
-        {"postgres.password_file", "postgres.password",
-         offsetof(struct config, pg_password),
-         sizeof(((struct config *)0)->pg_password)},
+        {"neo4j.password_file", "neo4j.password", cfg->neo4j_password,
+         sizeof(cfg->neo4j_password)},
+        {"postgres.password_file", "postgres.password", cfg->pg_password,
+         sizeof(cfg->pg_password)},
     };
     char where[600];
     const char *str;
@@ -214,8 +213,8 @@ static enum ns_err load_file_secrets(struct config *cfg, config_t *lc,
                      "one", where, secrets[i].inline_key, secrets[i].file_key);
             return NS_ERR_CONFIG;
         }
-        if (secret_read_file(where, str, (char *)cfg + secrets[i].offset,
-                             secrets[i].size, errstr, errstr_size))
+        if (secret_read_file(where, str, secrets[i].dst, secrets[i].size,
+                             errstr, errstr_size))
             return NS_ERR_CONFIG;
     }
     return NS_OK;
@@ -314,12 +313,14 @@ static enum ns_err conninfo_check(const char *where, const char *conninfo,
     enum ns_err err = NS_OK;
 
     if (!opts) {
-        snprintf(errstr, errstr_size, "%s: postgres.conninfo: %s", where,
-                 perr ? strtok(perr, "\n") : "out of memory");
+        /* libpq's message ends in a line break */
+        snprintf(errstr, errstr_size, "%s: postgres.conninfo: %.*s", where,
+                 perr ? (int)strcspn(perr, "\n") : 13,
+                 perr ? perr : "out of memory");
         err = NS_ERR_CONFIG;
         goto cleanup;
     }
-    for (PQconninfoOption *o = opts; o->keyword; o++)
+    for (PQconninfoOption *o = opts; o->keyword && !err; o++)
         if (strcmp(o->keyword, "password") == 0 && o->val) {
             snprintf(errstr, errstr_size, "%s: postgres.conninfo holds a "
                      "password; use postgres.password_file or "

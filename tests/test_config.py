@@ -82,6 +82,8 @@ BAD_CONFIGS = [
      "{path}:2: kafka entries are"),
     ('mapping = "%s";\npostgres = { conninfo = "host=h password=hunter2"; };\n' % MAPPING, {},
      "{path}:2: postgres.conninfo holds a password"),
+    ('mapping = "%s";\npostgres = { conninfo = "host=h colour=blue"; };\n' % MAPPING, {},
+     '{path}:2: postgres.conninfo: invalid connection option "colour"'),
     ('mapping = "%s";\nneo4j = {\n  password_file = "/nonexistent/pw";\n};\n' % MAPPING, {},
      "{path}:3: could not read /nonexistent/pw"),
     (None, {"NEXUS_BATCH_MAX": "many"}, 'NEXUS_BATCH_MAX: "many" is not a positive integer'),
@@ -94,7 +96,7 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.parametrize("text,extra,message", BAD_CONFIGS,
-                         ids=["syntax", "sslmode", "kafka-pair", "conninfo-password",
+                         ids=["syntax", "sslmode", "kafka-pair", "conninfo-password", "conninfo-option",
                               "password-file", "env-int", "env-secret-file", "env-both",
                               "ca-without-https"])
 def test_config_error_names_its_source_and_exits_before_any_connection(
