@@ -14,6 +14,8 @@
 #include <postgresql/libpq-fe.h>
 #endif
 
+#include <librdkafka/rdkafka.h>
+
 #include "log.h"
 
 static int copy_str(char *dst, size_t size, const char *src)
@@ -172,6 +174,29 @@ static int env_int(const char *name, int *out, char *errstr,
     }
     *out = (int)n;
     return 0;
+}
+
+/* librdkafka judges a property now, on a scratch configuration, so that
+ * an unknown name or a bad value is a file:line error at start-up like any
+ * other, not a failure when the consumer is made. */
+static enum ns_err kafka_prop_check(const char *path, int line,
+                                    const char *name, const char *value,
+                                    char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char kerr[512];
+    enum ns_err err = NS_OK;
+
+    if (!conf)
+        return NS_ERR_NOMEM;
+    if (rd_kafka_conf_set(conf, name, value, kerr, sizeof(kerr)) !=
+        RD_KAFKA_CONF_OK) {
+        /* librdkafka's message names the property */
+        snprintf(errstr, errstr_size, "%s:%d: kafka: %s", path, line, kerr);
+        err = NS_ERR_CONFIG;
+    }
+    rd_kafka_conf_destroy(conf);
+    return err;
 }
 
 /* "path:line" of a setting, for error messages. */
@@ -468,7 +493,10 @@ static enum ns_err load_file(struct config *cfg, const char *path,
             err = NS_ERR_CONFIG;
             goto cleanup;
         }
-        err = set_kafka_prop(cfg, k, v, errstr, errstr_size);
+        err = kafka_prop_check(path, config_setting_source_line(p), k, v,
+                               errstr, errstr_size);
+        if (!err)
+            err = set_kafka_prop(cfg, k, v, errstr, errstr_size);
         if (err)
             goto cleanup;
     }

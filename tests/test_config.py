@@ -80,6 +80,8 @@ BAD_CONFIGS = [
      '{path}:3: unknown sslmode "verify-everything"'),
     ('mapping = "%s";\nkafka = ( ["bootstrap.servers"] );\n' % MAPPING, {},
      "{path}:2: kafka entries are"),
+    ('mapping = "%s";\nkafka = (\n  ["client.rack", "r1"],\n  ["no.such.property", "1"]\n);\n'
+     % MAPPING, {}, '{path}:4: kafka: No such configuration property: "no.such.property"'),
     ('mapping = "%s";\npostgres = { conninfo = "host=h password=hunter2"; };\n' % MAPPING, {},
      "{path}:2: postgres.conninfo holds a password"),
     ('mapping = "%s";\npostgres = { conninfo = "host=h colour=blue"; };\n' % MAPPING, {},
@@ -96,7 +98,7 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.parametrize("text,extra,message", BAD_CONFIGS,
-                         ids=["syntax", "sslmode", "kafka-pair", "conninfo-password", "conninfo-option",
+                         ids=["syntax", "sslmode", "kafka-pair", "kafka-property", "conninfo-password", "conninfo-option",
                               "password-file", "env-int", "env-secret-file", "env-both",
                               "ca-without-https"])
 def test_config_error_names_its_source_and_exits_before_any_connection(
@@ -139,7 +141,7 @@ def test_dump_config_masks_every_secret(tmp_path):
 kafka = (
   ["bootstrap.servers", "127.0.0.1:1"],
   ["ssl.keystore.password", "{secrets['keystore']}"],
-  ["sasl.oauthbearer.client.secret", "{secrets['oauth']}"],
+  ["sasl.oauthbearer.config", "{secrets['oauth']}"],
   ["ssl.key.pem", "{secrets['pem']}"]
 );
 postgres = {{ password_file = "{pg_file}"; }};
@@ -152,7 +154,7 @@ postgres = {{ password_file = "{pg_file}"; }};
     for name, value in secrets.items():
         assert value not in p.stdout, f"{name} shows in --dump-config"
         assert value[:12] not in p.stdout + p.stderr
-    for key in ("ssl.keystore.password", "sasl.oauthbearer.client.secret", "ssl.key.pem",
+    for key in ("ssl.keystore.password", "sasl.oauthbearer.config", "ssl.key.pem",
                 "sasl.password", "ssl.key.password"):
         assert f'"{key}" = "********";' in p.stdout, p.stdout
     assert 'password = "********"; timeout_ms' in p.stdout  # neo4j
