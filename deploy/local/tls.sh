@@ -159,3 +159,16 @@ ssl.key.password=$(cat "$TLS_KAFKA_KEY_PW_FILE")
 ssl.client.auth=none
 EOF
 }
+
+# tls_check_running: warn about servers that run without their TLS side,
+# because a script without TLS support started them and `up` keeps running
+# servers as they are. Clients can still use the plain ports meanwhile.
+tls_check_running() {
+    local stale=()
+    [ "$(pg_psql postgres -tAc 'SHOW ssl' 2>/dev/null)" = on ] || stale+=(pg)
+    port_open "$KAFKA_SSL_PORT" || stale+=(kafka)
+    port_open "$NEO4J_HTTPS_PORT" || stale+=(neo4j)
+    if [ "${#stale[@]}" -gt 0 ]; then
+        stack_warn "running without TLS (started before TLS support?): ${stale[*]}; run: deploy/local/stack down, then up"
+    fi
+}
