@@ -132,7 +132,7 @@ EOF
 # tls_neo4j_config HOME PORT: HTTPS next to HTTP, with the stack's
 # certificate (Neo4j 5 ssl policy "https"); copies the files under HOME.
 tls_neo4j_config() {
-    local home=$1 port=$2 dir=$1/certificates/https
+    local port=$2 dir=$1/certificates/https
     mkdir -p "$dir/trusted" "$dir/revoked"
     install -m 600 "$TLS_KEY" "$dir/private.key"
     install -m 644 "$TLS_CERT" "$dir/public.crt"
