@@ -770,6 +770,9 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     err = neo4j_client_new(cfg->neo4j_url, cfg->neo4j_db, cfg->neo4j_user,
                            cfg->neo4j_password, cfg->neo4j_timeout_ms, &c->nc,
                            errstr, errstr_size);
+    if (!err && cfg->neo4j_ca_file[0])
+        err = neo4j_client_set_ca_file(c->nc, cfg->neo4j_ca_file, errstr,
+                                       errstr_size);
     if (err)
         goto cleanup;
     conninfo = config_pg_conninfo(cfg);
