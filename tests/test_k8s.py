@@ -220,6 +220,7 @@ def test_configmap_files_load_in_every_worker(tmp_path):
         assert p.returncode == 0, p.stderr
         assert '"bootstrap.servers" = "kafka:9092"' in p.stdout
         assert 'url = "http://neo4j:7474"' in p.stdout and "host=postgres" in p.stdout
+        assert '"queued.max.messages.kbytes" = "16384"' in p.stdout  # the memory limits rest on it
         assert "s3cret" not in p.stdout and p.stdout.count('password = "********"') == 2, p.stdout
 
 
