@@ -1605,10 +1605,13 @@ int main(int argc, char **argv)
             goto cleanup;
         if (!chosen.n) {
             filter_describe(&opts, filters, sizeof(filters));
-            fprintf(stderr, "nexus-dlq: no dead letter in %s (%" PRIu64
-                    " read) matches%s; `nexus-dlq list` shows the reasons\n",
-                    map->dlq_topic, ctx.scanned,
-                    filters[0] ? filters : " everything");
+            if (filters[0])
+                fprintf(stderr, "nexus-dlq: no dead letter in %s (%" PRIu64
+                        " read) matches%s; `nexus-dlq list` shows the "
+                        "reasons\n", map->dlq_topic, ctx.scanned, filters);
+            else
+                fprintf(stderr, "nexus-dlq: %s holds no dead letter\n",
+                        map->dlq_topic);
             goto cleanup;
         }
     }
