@@ -1610,8 +1610,9 @@ int main(int argc, char **argv)
                         " read) matches%s; `nexus-dlq list` shows the "
                         "reasons\n", map->dlq_topic, ctx.scanned, filters);
             else
-                fprintf(stderr, "nexus-dlq: %s holds no dead letter\n",
-                        map->dlq_topic);
+                printf("%s holds no dead letter\n", map->dlq_topic);
+            /* an empty DLQ is no error; a filter that found nothing is */
+            rc = filters[0] ? 1 : 0;
             goto cleanup;
         }
     }
