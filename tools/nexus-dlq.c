@@ -449,11 +449,18 @@ static void filter_describe(const struct options *opts, char *out,
     if (opts->source_topic && o < out_size)
         o += (size_t)snprintf(out + o, out_size - o, " --source-topic '%s'",
                               opts->source_topic);
-    for (size_t i = 0; i < opts->offset_count && o < out_size; i++)
-        o += (size_t)snprintf(out + o, out_size - o, "%s%d:%" PRId64,
-                              i ? "," : " --offset ",
-                              (int)opts->offsets[i].partition,
-                              opts->offsets[i].offset);
+    for (size_t i = 0; i < opts->offset_count && o < out_size; i++) {
+        const struct dlq_pos *pos = &opts->offsets[i];
+
+        o += (size_t)snprintf(out + o, out_size - o, "%s", i ? "," :
+                              " --offset ");
+        if (pos->partition >= 0 && o < out_size)
+            o += (size_t)snprintf(out + o, out_size - o, "%d:",
+                                  (int)pos->partition);
+        if (o < out_size)
+            o += (size_t)snprintf(out + o, out_size - o, "%" PRId64,
+                                  pos->offset);
+    }
 }
 
 /* ---- Kafka ------------------------------------------------------------- */
