@@ -107,6 +107,39 @@ def test_manifests_pass_the_strict_schema_check(version):
     assert (p.stdout + p.stderr).count(" passed for resource ") == docs, p.stdout + p.stderr
 
 
+def test_kustomize_renders_what_passes_the_check(tmp_path):
+    """`kubectl kustomize` (kustomize built into kubectl) renders the folder
+    as `kubectl apply -k` would: the ConfigMap is generated from the two
+    files under a hashed name, which every Deployment then mounts, and
+    everything lands in the namespace. The rendered whole passes the strict
+    check too."""
+    need_validator()
+    import shutil
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.fail("kubectl is missing: tests/run installs Debian's kubernetes-client")
+    p = subprocess.run([kubectl, "kustomize", K8S], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(p.stdout)
+    v = validate([str(rendered)], VERSIONS[0])
+    assert v.returncode == 0, v.stdout + v.stderr
+    docs = [d for d in yaml_module().safe_load_all(p.stdout) if d]
+    cms = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert len(cms) == 1 and cms[0]["metadata"]["name"].startswith("nexus-sync-config-")
+    for f in ("worker.cfg", "mapping.cfg"):
+        assert cms[0]["data"][f] == open(os.path.join(K8S, f)).read(), f
+    deps = [d for d in docs if d["kind"] == "Deployment"]
+    assert len(deps) == len(workers())
+    for d in deps:
+        vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+        assert vols["config"]["configMap"]["name"] == cms[0]["metadata"]["name"]
+        assert container(d)["image"] == "nexus-sync:0.1.0"
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"]["namespace"] == "nexus-sync", d["metadata"]["name"]
+
+
 @pytest.mark.parametrize("mutation", [
     ("readinessProbe:", "readinesProbe:"),            # a misspelled container field
     ("  replicas:", "  replica:"),                    # a misspelled spec field
