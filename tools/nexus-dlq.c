@@ -1043,7 +1043,8 @@ static void show_print_text(const char *topic, const struct letters *chosen,
 struct target {
     char topic[256];
     int partitions;
-    int64_t since_ms;        /* oldest chosen letter minus the margin */
+    int64_t since_ms;        /* time of the oldest chosen letter; -1 when
+                                one has no timestamp: read it all */
 };
 
 struct marker_ctx {
@@ -1322,7 +1323,7 @@ static int redrive_run(const struct options *opts, const struct config *cfg,
         if (!t) {
             t = &targets[target_count++];
             snprintf(t->topic, sizeof(t->topic), "%s", lt->source_topic);
-            t->since_ms = lt->timestamp_ms;
+            t->since_ms = INT64_MAX;
             err = topic_partitions(rk, t->topic, &t->partitions, errstr,
                                    sizeof(errstr));
             if (err) {
@@ -1330,8 +1331,9 @@ static int redrive_run(const struct options *opts, const struct config *cfg,
                 goto cleanup;
             }
         }
-        if (lt->timestamp_ms >= 0 &&
-            (t->since_ms < 0 || lt->timestamp_ms < t->since_ms))
+        if (lt->timestamp_ms < 0)
+            t->since_ms = -1;
+        else if (t->since_ms >= 0 && lt->timestamp_ms < t->since_ms)
             t->since_ms = lt->timestamp_ms;
         if (lt->source_partition >= t->partitions) {
             fprintf(stderr, "nexus-dlq: refused: %d:%" PRId64 " came from "
@@ -1351,12 +1353,12 @@ static int redrive_run(const struct options *opts, const struct config *cfg,
         for (size_t k = 0; k < target_count; k++) {
             struct marker_ctx ctx = {map->dlq_topic, targets[k].topic,
                                      chosen};
-            int64_t since = targets[k].since_ms < 0
-                                ? -1
-                                : targets[k].since_ms - REDRIVE_SCAN_MARGIN_MS;
+            int64_t since = -1;   /* from the low watermark */
 
+            if (targets[k].since_ms > REDRIVE_SCAN_MARGIN_MS)
+                since = targets[k].since_ms - REDRIVE_SCAN_MARGIN_MS;
             err = topic_scan(rk, targets[k].topic, targets[k].partitions,
-                             since < 0 ? 0 : since, opts->timeout_ms,
+                             since, opts->timeout_ms,
                              marker_collect, &ctx, errstr, sizeof(errstr));
             if (err) {
                 log_msg(LOG_ERROR, "could not check for earlier re-drives: "
