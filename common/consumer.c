@@ -55,6 +55,8 @@ struct consumer {
     size_t msg_count;
     rd_kafka_message_t **pending;   /* delivered while backing off */
     size_t pending_count;
+    size_t pending_cap;
+    int out_of_memory;
     size_t cap;
 };
 
@@ -87,15 +89,27 @@ static rd_kafka_topic_partition_list_t *assignment(struct consumer *c)
     return parts;
 }
 
-/* Keep messages that arrive while we are not collecting a batch. */
+/* Keep messages that arrive while we are not collecting a batch. Never
+ * drop one: a later message of its partition could then be committed past
+ * it. Without memory to keep it, stop: nothing after the last commit is
+ * lost, the next start reads it again. */
 static void stash(struct consumer *c, rd_kafka_message_t *m)
 {
-    if (c->pending_count == c->cap) {
-        log_event(LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition,
-                  m->offset, NULL, "backlog buffer full while paused, the "
-                  "message will be read again after a rebalance");
-        rd_kafka_message_destroy(m);
-        return;
+    if (c->pending_count == c->pending_cap) {
+        size_t cap = c->pending_cap * 2;
+        rd_kafka_message_t **grown = realloc(c->pending, cap * sizeof(*grown));
+
+        if (!grown) {
+            log_event(LOG_ERROR, rd_kafka_topic_name(m->rkt), m->partition,
+                      m->offset, NULL, "out of memory for the backlog; "
+                      "stopping without committing past this message");
+            rd_kafka_message_destroy(m);
+            c->out_of_memory = 1;
+            *c->stop = 1;
+            return;
+        }
+        c->pending = grown;
+        c->pending_cap = cap;
     }
     c->pending[c->pending_count++] = m;
 }
@@ -373,6 +387,12 @@ static size_t prepare(struct consumer *c, struct item *items,
         }
         nch++;
     }
+    /* The changes own copies of what they need: release the parsed events
+     * now rather than hold them through the Neo4j round trip. */
+    for (size_t i = 0; i < c->msg_count; i++) {
+        event_free(items[i].ev);
+        items[i].ev = NULL;
+    }
     return nch;
 }
 
@@ -644,6 +664,13 @@ cleanup:
     return err;
 }
 
+/* name, value pairs */
+static const char *const prefetch_defaults[] = {
+    "queued.max.messages.kbytes", "6144",
+    "fetch.message.max.bytes", "524288",
+    "fetch.max.bytes", "4194304",
+};
+
 enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
                          volatile sig_atomic_t *stop, struct consumer **out,
                          char *errstr, size_t errstr_size)
@@ -665,7 +692,8 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     c->metrics.started_ms = metrics_now_ms();
     c->cap = (size_t)cfg->batch_max_events * 4 + 16;
     c->msgs = calloc(c->cap, sizeof(*c->msgs));
-    c->pending = calloc(c->cap, sizeof(*c->pending));
+    c->pending_cap = c->cap;
+    c->pending = calloc(c->pending_cap, sizeof(*c->pending));
     if (!c->msgs || !c->pending) {
         err = NS_ERR_NOMEM;
         goto cleanup;
@@ -676,6 +704,16 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     srand((unsigned)(time(NULL) ^ getpid()));
 
     conf = rd_kafka_conf_new();
+    /* librdkafka prefetches up to 64 MB by default; a few batches ahead is
+     * all the loop can use, and the bound keeps a worker's RSS small. The
+     * configuration's kafka properties, set after, override these. */
+    for (size_t i = 0; i < sizeof(prefetch_defaults) / sizeof(prefetch_defaults[0]); i += 2)
+        if (rd_kafka_conf_set(conf, prefetch_defaults[i], prefetch_defaults[i + 1],
+                              kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK) {
+            snprintf(errstr, errstr_size, "kafka.%s: %s", prefetch_defaults[i], kerr);
+            err = NS_ERR_CONFIG;
+            goto cleanup;
+        }
     for (size_t i = 0; i < cfg->kafka_prop_count; i++)
         if (rd_kafka_conf_set(conf, cfg->kafka_props[2 * i],
                               cfg->kafka_props[2 * i + 1], kerr,
@@ -732,6 +770,9 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     err = neo4j_client_new(cfg->neo4j_url, cfg->neo4j_db, cfg->neo4j_user,
                            cfg->neo4j_password, cfg->neo4j_timeout_ms, &c->nc,
                            errstr, errstr_size);
+    if (!err && cfg->neo4j_ca_file[0])
+        err = neo4j_client_set_ca_file(c->nc, cfg->neo4j_ca_file, errstr,
+                                       errstr_size);
     if (err)
         goto cleanup;
     conninfo = config_pg_conninfo(cfg);
@@ -783,6 +824,10 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
         write_stats(c, 0);
     }
     write_stats(c, 1);
+    if (c->out_of_memory) {
+        snprintf(errstr, errstr_size, "out of memory for the backlog");
+        return NS_ERR_NOMEM;
+    }
     log_msg(LOG_INFO, "stopping: the last batch is committed");
     return NS_OK;
 }

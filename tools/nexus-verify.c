@@ -6,7 +6,7 @@
  *                [--dry-run | --repair] [--limit-report N]
  *
  * Settings as the workers read them (config.h): the file, then NEXUS_*
- * variables. PostgreSQL is read as NEXUS_VERIFY_USER with
+ * variables, TLS included (NEXUS_PG_SSLMODE, NEXUS_NEO4J_CA_FILE...). PostgreSQL is read as NEXUS_VERIFY_USER with
  * NEXUS_VERIFY_PASSWORD (or *_FILE), by default the writer role, which
  * nexus-schema sync-sql lets read the mapped columns.
  *
@@ -135,12 +135,18 @@ static int env_secret(const char *name, char *dst, size_t size)
     size_t n;
 
     dst[0] = '\0';
+    snprintf(file_var, sizeof(file_var), "%s_FILE", name);
+    path = getenv(file_var);
+    if (v && *v && path && *path) {
+        /* as config.c: two sources for one secret is a mistake */
+        fprintf(stderr, "nexus-verify: %s and %s are both set\n", name,
+                file_var);
+        return -1;
+    }
     if (v && *v) {
         snprintf(dst, size, "%s", v);
         return 0;
     }
-    snprintf(file_var, sizeof(file_var), "%s_FILE", name);
-    path = getenv(file_var);
     if (!path || !*path)
         return 0;
     f = fopen(path, "r");
@@ -190,6 +196,7 @@ static char *reader_conninfo(const struct config *cfg)
     if (!base)
         return NULL;
     if (env_secret("NEXUS_VERIFY_PASSWORD", password, sizeof(password)) != 0) {
+        memset(base, 0, strlen(base));
         free(base);
         return NULL;
     }
@@ -197,15 +204,18 @@ static char *reader_conninfo(const struct config *cfg)
            64;
     s = malloc(size);
     if (!s) {
+        memset(base, 0, strlen(base));
         free(base);
         return NULL;
     }
     snprintf(s, size, "%s", base);
+    memset(base, 0, strlen(base));
     free(base);
     if (user && *user)
         conninfo_add(s, size, "user", user);
     if (password[0])
         conninfo_add(s, size, "password", password);
+    memset(password, 0, sizeof(password));
     return s;
 }
 
@@ -336,7 +346,10 @@ int main(int argc, char **argv)
         goto cleanup;
     if (neo4j_client_new(cfg.neo4j_url, cfg.neo4j_db, cfg.neo4j_user,
                          cfg.neo4j_password, cfg.neo4j_timeout_ms, &nc,
-                         errstr, sizeof(errstr))) {
+                         errstr, sizeof(errstr)) ||
+        (cfg.neo4j_ca_file[0] &&
+         neo4j_client_set_ca_file(nc, cfg.neo4j_ca_file, errstr,
+                                  sizeof(errstr)))) {
         fprintf(stderr, "nexus-verify: %s\n", errstr);
         goto cleanup;
     }
@@ -365,7 +378,10 @@ cleanup:
     verify_free(after);
     verify_free(found);
     neo4j_client_free(nc);
-    free(conninfo);
+    if (conninfo) {
+        memset(conninfo, 0, strlen(conninfo));
+        free(conninfo);
+    }
     mapping_free(map);
     if (cfg_loaded)
         config_free(&cfg);
