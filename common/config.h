@@ -15,12 +15,13 @@
  *             timeout_ms = 30000; };
  *   postgres = { conninfo = "host=... port=... dbname=... user=..." ;
  *                password = ...; };
+ *   metrics = { port = 9400; bind = "0.0.0.0"; };  # port 0: no HTTP
  * Environment (wins over the file): NEXUS_MAPPING, NEXUS_GROUP_ID,
  * NEXUS_LANES (comma list), NEXUS_BATCH_MAX, NEXUS_BATCH_MS,
  * NEXUS_LOG_LEVEL, NEXUS_LOG_JSON, NEXUS_KAFKA_BOOTSTRAP, NEXUS_NEO4J_URL,
  * NEXUS_NEO4J_DB, NEXUS_NEO4J_USER, NEXUS_NEO4J_PASSWORD,
  * NEXUS_PG_HOST, NEXUS_PG_PORT, NEXUS_PG_DB, NEXUS_WRITER_USER,
- * NEXUS_WRITER_PASSWORD. Every *_PASSWORD also reads from a file named by
+ * NEXUS_WRITER_PASSWORD, NEXUS_METRICS_PORT, NEXUS_METRICS_BIND. Every *_PASSWORD also reads from a file named by
  * *_PASSWORD_FILE.
  */
 #ifndef NS_CONFIG_H
@@ -55,6 +56,8 @@ struct config {
     long neo4j_timeout_ms;
     char pg_conninfo[1024];          /* without the password */
     char pg_password[256];
+    int metrics_port;                /* /metrics, /healthz, /readyz; 0 off */
+    char metrics_bind[64];
 };
 
 /*

@@ -59,6 +59,8 @@ static void log_write(enum log_level level, const char *topic,
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 
+    /* the HTTP server's thread logs too: keep each line whole */
+    flockfile(stderr);
     if (log_json) {
         fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"proc\":\"",
                 ts, now.tv_nsec / 1000000, level_names[level]);
@@ -88,6 +90,7 @@ static void log_write(enum log_level level, const char *topic,
             fprintf(stderr, " key=%s", key);
         fputc('\n', stderr);
     }
+    funlockfile(stderr);
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
