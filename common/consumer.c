@@ -94,8 +94,11 @@ static rd_kafka_topic_partition_list_t *assignment(struct consumer *c)
 static void stash(struct consumer *c, rd_kafka_message_t *m)
 {
     if (c->pending_count == c->cap) {
+        char key[128];
         log_event(LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition,
-                  m->offset, NULL, "backlog buffer full while paused, the "
+                  m->offset, log_key_text(m->key, m->key_len, key,
+                                          sizeof(key)),
+                  "backlog buffer full while paused, the "
                   "message will be read again after a rebalance");
         rd_kafka_message_destroy(m);
         return;
@@ -499,10 +502,19 @@ static enum ns_err send_dead_letters(struct consumer *c, struct item *items)
             src.value = it->msg->payload;
             src.value_len = it->msg->len;
             src.headers = hdrs;
-            if (attempt == 0)
+            if (attempt == 0) {
+                /* the entity key when known, else the message's key */
+                char key[160];
+                if (it->has_keys)
+                    snprintf(key, sizeof(key), "%s%s%s", it->keys[0],
+                             it->keys[1][0] ? "/" : "", it->keys[1]);
+                else
+                    log_key_text(it->msg->key, it->msg->key_len, key,
+                                 sizeof(key));
                 log_event(LOG_WARN, src.topic, src.partition, src.offset,
-                          it->has_keys ? it->keys[0] : NULL,
+                          it->has_keys || it->msg->key_len ? key : NULL,
                           "event sent to the DLQ: %s", it->reason);
+            }
             err = dlq_send(c->dlq, &src, it->error_class, it->reason, errstr,
                            sizeof(errstr));
         }

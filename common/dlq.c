@@ -62,6 +62,7 @@ static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
     char topic[256];
     char partition[24];
     char offset[24];
+    char key[128];
 
     (void)rk;
     if (!rkm->err) {
@@ -82,7 +83,8 @@ static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
                    sizeof(partition));
     dlq_header_str(hdrs, "nexus.source.offset", offset, sizeof(offset));
     log_event(LOG_WARN, topic[0] ? topic : NULL, (int32_t)atol(partition),
-              atoll(offset), NULL,
+              atoll(offset), log_key_text(rkm->key, rkm->key_len, key,
+                                          sizeof(key)),
               "could not deliver dead letter to %s: %s%s", dlq->topic,
               rd_kafka_err2str(rkm->err),
               gen == dlq->gen ? "" : " (batch already given up)");

@@ -104,6 +104,18 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
+const char *log_key_text(const void *key, size_t len, char *buf,
+                         size_t size)
+{
+    if (!key || !len || !size)
+        return NULL;
+    if (len >= size)
+        len = size - 1;
+    memcpy(buf, key, len);
+    buf[len] = '\0';
+    return buf;
+}
+
 void log_event(enum log_level level, const char *topic, int32_t partition,
                int64_t offset, const char *key, const char *fmt, ...)
 {
