@@ -406,7 +406,7 @@ def test_dashboard_and_rules_use_only_metrics_the_worker_serves(mw):
     dash, dexprs = dashboard_exprs()
     assert dash["uid"] and dash["panels"]
     rexprs = rule_exprs_text()
-    assert len(rexprs) == 11, rexprs
+    assert len(rexprs) == 12, rexprs
     used = set()
     for e in dexprs + rexprs:
         used |= set(METRIC_NAME.findall(e))
@@ -470,7 +470,7 @@ scrape_configs:
                                           not r["lastEvaluation"].startswith("0001") for r in rules) else None
 
         rules = wait_until(rules_evaluated, 30, interval=0.5, what="every rule evaluated")
-        assert len(rules) == 11
+        assert len(rules) == 12
         bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
         assert not bad, bad
         firing = [r["name"] for r in rules if r["state"] == "firing"]
