@@ -594,7 +594,8 @@ static enum ns_err process_batch(struct consumer *c)
         if (nch)
             metrics_hist_observe(&c->metrics.neo4j_seconds,
                                  (double)(metrics_now_ms() - t1) / 1000.0);
-        metrics_target_seen(&c->metrics, METRICS_NEO4J, !ns_err_is_retriable(err));
+        metrics_target_seen(&c->metrics, METRICS_NEO4J,
+                            !ns_err_is_retriable(err));
         if (!err)
             break;
         if (!ns_err_is_retriable(err)) {
