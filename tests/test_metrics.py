@@ -116,7 +116,15 @@ def mw(nx, tmp_path_factory):
         w.stop()
 
 
+def need(tool):
+    """Debian's prometheus package brings prometheus and promtool;
+    deploy/local/stack install (run by tests/run) installs it."""
+    if not shutil.which(tool):
+        pytest.fail(f"{tool} is missing: run deploy/local/stack install", pytrace=False)
+
+
 def promtool(*args, input=None):
+    need("promtool")
     return subprocess.run(["promtool", *args], capture_output=True, text=True, input=input, timeout=120)
 
 
@@ -392,6 +400,7 @@ def test_promtool_accepts_the_rules_and_the_scrape_config(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     p = promtool("check", "config", os.path.join(MONITORING, "prometheus.yml"))
     assert p.returncode == 0, p.stdout + p.stderr
+    need("promtool")
     p = subprocess.run(["promtool", "test", "rules", "tests/alerts-test.yml"], cwd=MONITORING,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "SUCCESS" in p.stdout, p.stdout + p.stderr
@@ -430,6 +439,7 @@ def test_prometheus_scrapes_the_worker_and_evaluates_the_rules(mw, tmp_path):
     """A real Prometheus server scrapes the worker on loopback: up == 1, the
     nexus metrics are queryable, and every alert rule evaluates without
     error against them."""
+    need("prometheus")
     port = free_port()
     cfg = tmp_path / "prometheus.yml"
     cfg.write_text(f"""global:
