@@ -81,6 +81,34 @@ static int topic_lane(const struct consumer *c, const char *topic)
 
 static void write_stats(struct consumer *c, int force);
 
+/* Client-wide errors of the consumer (served by rd_kafka_consumer_poll on
+ * the loop's thread): logged in our format; losing every broker makes the
+ * worker not ready until they answer again (see write_stats). */
+static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason,
+                           void *opaque)
+{
+    struct consumer *c = opaque;
+
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        metrics_target_seen(&c->metrics, METRICS_KAFKA, 0);
+    log_msg(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN,
+            "kafka consumer: %s: %s",
+            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+/* librdkafka's own log lines, in our format (JSON lines too); called from
+ * its threads, which log.c allows. */
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                         const char *buf)
+{
+    enum log_level lvl = log_level_from_syslog(level);
+
+    (void)rk;
+    if (log_enabled(lvl))
+        log_msg(lvl, "rdkafka %s: %s", fac, buf);
+}
+
 static rd_kafka_topic_partition_list_t *assignment(struct consumer *c)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -322,8 +350,6 @@ static void collect(struct consumer *c)
         if (!m)
             continue;
         if (m->err) {
-            if (m->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
-                metrics_target_seen(&c->metrics, METRICS_KAFKA, 0);
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 log_msg(LOG_WARN, "kafka: %s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
@@ -759,6 +785,9 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
             err = NS_ERR_CONFIG;
             goto cleanup;
         }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     if (rd_kafka_conf_set(conf, "group.id", cfg->group_id, kerr,
                           sizeof(kerr)) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", kerr,

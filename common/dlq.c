@@ -104,8 +104,7 @@ static void dlq_error_cb(rd_kafka_t *rk, int err, const char *reason,
 static void dlq_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                        const char *buf)
 {
-    enum log_level lvl = level <= 2 ? LOG_ERROR : level <= 4 ? LOG_WARN :
-                         level <= 6 ? LOG_INFO : LOG_DEBUG;
+    enum log_level lvl = log_level_from_syslog(level);
 
     (void)rk;
     if (log_enabled(lvl))

@@ -27,6 +27,13 @@ int log_level_parse(const char *s)
     return -1;
 }
 
+enum log_level log_level_from_syslog(int level)
+{
+    /* librdkafka logs a failed connection at 3 (err): retried, so warn */
+    return level <= 2 ? LOG_ERROR : level <= 4 ? LOG_WARN :
+           level <= 6 ? LOG_INFO : LOG_DEBUG;
+}
+
 int log_enabled(enum log_level level)
 {
     return level <= log_max_level;

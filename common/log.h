@@ -20,6 +20,9 @@ void log_setup(enum log_level level, int json, const char *name);
 /* Parse "error", "warn", "info", "debug"; -1 when unknown. */
 int log_level_parse(const char *s);
 
+/* Our level for a syslog level (0 emerg .. 7 debug), as librdkafka logs. */
+enum log_level log_level_from_syslog(int level);
+
 /* Non-zero when a message at this level would be written. */
 int log_enabled(enum log_level level);
 

@@ -155,16 +155,24 @@ int metrics_ready(const struct metrics *m, char *why, size_t why_size)
 {
     static const char *const reasons[] = {
         "neo4j unreachable", "postgresql unreachable", "kafka unreachable"};
+    int64_t age;
 
-    if (m->assigned <= 0) {
-        snprintf(why, why_size, "no partitions assigned");
-        return 0;
-    }
+    /* a server outage first: it is also why partitions may be missing */
     for (int t = 0; t < METRICS__TARGETS; t++)
         if (m->down[t]) {
             snprintf(why, why_size, "%s", reasons[t]);
             return 0;
         }
+    age = metrics_now_ms() - m->heartbeat_ms;
+    if (age > METRICS_READY_STALL_MS) {
+        snprintf(why, why_size, "consumer loop blocked for %lld s",
+                 (long long)(age / 1000));
+        return 0;
+    }
+    if (m->assigned <= 0) {
+        snprintf(why, why_size, "no partitions assigned");
+        return 0;
+    }
     return 1;
 }
 

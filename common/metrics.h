@@ -40,6 +40,11 @@ struct metrics_lane {
 
 #define METRICS_HIST_BUCKETS_MAX 16
 
+/* Not ready while the loop has not turned for this long: it is blocked in
+ * a call (a Neo4j request near its timeout, a Kafka commit while the
+ * brokers are away) and not consuming. */
+#define METRICS_READY_STALL_MS 30000
+
 /*
  * A Prometheus histogram with fixed upper bounds. counts[i] holds the
  * observations of bucket i alone (counts[nbounds] is +Inf); the export
@@ -139,8 +144,9 @@ enum ns_err metrics_partitions_set(struct metrics *m,
 
 /*
  * Liveness: non-zero when the loop turned within stuck_ms. Readiness:
- * non-zero when partitions are assigned and Neo4j, PostgreSQL and Kafka
- * answered on their last contact; otherwise why receives a short reason.
+ * non-zero when Neo4j, PostgreSQL and Kafka answered on their last
+ * contact, the loop turned within METRICS_READY_STALL_MS and partitions
+ * are assigned; otherwise why receives a short reason.
  */
 int metrics_alive(const struct metrics *m, int64_t stuck_ms);
 int metrics_ready(const struct metrics *m, char *why, size_t why_size);

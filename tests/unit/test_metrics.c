@@ -15,6 +15,7 @@
  *    "seen": [{"target": "postgres", "up": false}],
  *    "partitions": [{"topic": "t", "partition": 0, "lane": "normal",
  *                    "lag": 7}],
+ *    "heartbeat_age_ms": 40000,            the loop last turned this long ago
  *    "expect_lines": ["..."],              each is a whole line of the text
  *    "absent": ["..."],                    substrings that must not appear
  *    "ready": true | false, "why": "..."}  metrics_ready() and its reason
@@ -39,7 +40,8 @@
 
 static const char *const known[] = {
     "comment", "worker", "lanes", "observe", "sync_age_ms", "count", "retry",
-    "seen", "partitions", "expect_lines", "absent", "ready", "why"};
+    "seen", "partitions", "heartbeat_age_ms", "expect_lines", "absent",
+    "ready", "why"};
 
 static int check_keys(const cJSON *c, char *why, size_t why_size)
 {
@@ -202,6 +204,9 @@ static int apply_case(struct metrics *m, const cJSON *c, char *why,
         case_why(why, why_size, "metrics_partitions_set failed");
         return -1;
     }
+    e = cJSON_GetObjectItemCaseSensitive(c, "heartbeat_age_ms");
+    if (cJSON_IsNumber(e))
+        m->heartbeat_ms = metrics_now_ms() - (int64_t)e->valuedouble;
     return 0;
 }
 
