@@ -224,7 +224,9 @@ static void write_stats(struct consumer *c, int force)
             }
         }
     }
-    if (metrics_partitions_set(&c->metrics, plag, nplag))
+    if ((parts && parts->cnt && !plag) ||
+        metrics_partitions_set(&c->metrics, plag, nplag,
+                               parts ? parts->cnt : 0))
         log_msg(LOG_WARN, "could not record partition lag: out of memory");
     free(plag);
     for (int l = 0; l < LANE__COUNT; l++)

@@ -123,7 +123,7 @@ void metrics_heartbeat(struct metrics *m)
 
 enum ns_err metrics_partitions_set(struct metrics *m,
                                    const struct metrics_partition *parts,
-                                   size_t count)
+                                   size_t count, int assigned)
 {
     enum ns_err err = NS_OK;
 
@@ -140,7 +140,7 @@ enum ns_err metrics_partitions_set(struct metrics *m,
     if (count)
         memcpy(m->parts, parts, count * sizeof(*parts));
     m->part_count = count;
-    m->assigned = (int)count;
+    m->assigned = assigned;
 cleanup:
     pthread_mutex_unlock(&m->lock);
     return err;

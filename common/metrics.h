@@ -136,11 +136,12 @@ void metrics_heartbeat(struct metrics *m);
 
 /*
  * Replace the per-partition lag table (copied; count entries) and the
- * number of assigned partitions.
+ * number of assigned partitions (a partition without a known watermark
+ * yet is assigned but has no lag entry).
  */
 enum ns_err metrics_partitions_set(struct metrics *m,
                                    const struct metrics_partition *parts,
-                                   size_t count);
+                                   size_t count, int assigned);
 
 /*
  * Liveness: non-zero when the loop turned within stuck_ms. Readiness:

@@ -200,7 +200,7 @@ static int apply_case(struct metrics *m, const cJSON *c, char *why,
         p->lag = (int64_t)g->valuedouble;
         nparts++;
     }
-    if (sect && metrics_partitions_set(m, parts, nparts)) {
+    if (sect && metrics_partitions_set(m, parts, nparts, (int)nparts)) {
         case_why(why, why_size, "metrics_partitions_set failed");
         return -1;
     }
