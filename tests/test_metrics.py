@@ -191,6 +191,7 @@ def test_scrape_counts_a_known_number_of_inserts(nx, project, mw):
     stats = mw.stats()
     assert stats["lanes"]["normal"]["applied"] == total(after, "nexus_events_applied_total", lane="normal")
     assert stats["lanes"]["normal"]["consumed"] == total(after, "nexus_events_consumed_total", lane="normal")
+    assert stats["assigned"] == total(after, "nexus_assigned_partitions")
 
     p = promtool("check", "metrics", input=text)
     assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), p.stdout + p.stderr
