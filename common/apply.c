@@ -33,6 +33,15 @@ static void groups_free(struct group *groups, size_t n)
     free(groups);
 }
 
+/* qsort has no context argument in C11; apply runs on one thread. */
+static const struct change *sort_changes;
+
+static int by_change_key(const void *a, const void *b)
+{
+    return strcmp(sort_changes[*(const size_t *)a].key,
+                  sort_changes[*(const size_t *)b].key);
+}
+
 /* Build the groups for the changes whose index is in idx[0..n). */
 static enum ns_err build_groups(const struct mapping *map,
                                 const struct change *changes,
@@ -48,7 +57,6 @@ static enum ns_err build_groups(const struct mapping *map,
     for (size_t i = 0; i < n; i++) {
         const struct change *ch = &changes[idx[i]];
         struct group *g = NULL;
-        cJSON *rows;
 
         for (size_t j = 0; j < count; j++)
             if (groups[j].tbl == ch->tbl && groups[j].action == ch->action &&
@@ -73,12 +81,23 @@ static enum ns_err build_groups(const struct mapping *map,
             if (err)
                 goto cleanup;
         }
-        rows = cJSON_GetObjectItemCaseSensitive(g->params, "rows");
-        if (!cJSON_AddItemReferenceToArray(rows, ch->row)) {
-            err = NS_ERR_NOMEM;
-            goto cleanup;
-        }
         g->members[g->count++] = idx[i];
+    }
+    /* Rows in key order: concurrent writers then lock shared nodes in the
+     * same order, which keeps Neo4j deadlocks rare. A group never holds two
+     * changes of one row (coalesced), so the order does not change the
+     * result. */
+    sort_changes = changes;
+    for (size_t j = 0; j < count; j++) {
+        struct group *g = &groups[j];
+        cJSON *rows = cJSON_GetObjectItemCaseSensitive(g->params, "rows");
+
+        qsort(g->members, g->count, sizeof(*g->members), by_change_key);
+        for (size_t m = 0; m < g->count; m++)
+            if (!cJSON_AddItemReferenceToArray(rows, changes[g->members[m]].row)) {
+                err = NS_ERR_NOMEM;
+                goto cleanup;
+            }
     }
 
 cleanup:
@@ -105,6 +124,7 @@ static void record_group(const struct group *g, const struct change *changes,
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(result, "data");
     const cJSON *rec;
     int is_node = g->tbl->kind == MAPPING_NODE;
+    size_t next = 0;
 
     for (size_t m = 0; m < g->count; m++)
         results[g->members[m]].status =
@@ -117,7 +137,10 @@ static void record_group(const struct group *g, const struct change *changes,
         const char *k2 = is_node ? NULL : row_str(row, 1);
         const char *eid = row_str(row, is_node ? 2 : 3);
 
-        for (size_t m = 0; k1 && m < g->count; m++) {
+        /* Results come back in row order, so the search starts after the
+         * previous match and normally succeeds at once. */
+        for (size_t step = 0; k1 && step < g->count; step++) {
+            size_t m = (next + step) % g->count;
             const struct change *ch = &changes[g->members[m]];
             const cJSON *ka = cJSON_GetObjectItemCaseSensitive(
                 ch->row, is_node ? "k" : "a");
@@ -129,6 +152,7 @@ static void record_group(const struct group *g, const struct change *changes,
             results[g->members[m]].status = APPLY_APPLIED;
             snprintf(results[g->members[m]].element_id,
                      sizeof(results[0].element_id), "%s", eid ? eid : "");
+            next = m + 1;
             break;
         }
     }

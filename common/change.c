@@ -257,33 +257,78 @@ static void carry_unavailable(struct change *newer, const struct change *older)
     }
 }
 
+static uint64_t change_identity_hash(const struct change *ch)
+{
+    uint64_t h = UINT64_C(1469598103934665603) ^ (uint64_t)(uintptr_t)ch->tbl;
+
+    for (const unsigned char *c = (const unsigned char *)ch->key; *c; c++)
+        h = (h ^ *c) * UINT64_C(1099511628211);
+    return h;
+}
+
+static int change_same_identity(const struct change *a, const struct change *b)
+{
+    return a->tbl == b->tbl && strcmp(a->key, b->key) == 0;
+}
+
+/* Fold changes[i] into the merged change of the same row at j: the newer
+ * one wins, TOASTed properties are carried over, the older one is dropped
+ * (marked by a NULL table until compaction). */
+static void fold_into_newer(struct change *changes, size_t older, size_t newer)
+{
+    if (changes[newer].action == CHANGE_UPSERT &&
+        changes[older].action == CHANGE_UPSERT)
+        carry_unavailable(&changes[newer], &changes[older]);
+    change_clear(&changes[older]);
+    changes[older].tbl = NULL;
+}
+
+/* Without memory for the index: compare with every earlier survivor. */
+static void coalesce_by_scan(struct change *changes, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j-- > 0;)
+            if (changes[j].tbl && change_same_identity(&changes[j], &changes[i])) {
+                fold_into_newer(changes, j, i);
+                break;
+            }
+}
+
 size_t change_coalesce(struct change *changes, size_t n)
 {
-    size_t kept = 0;
+    size_t slots = 16, kept = 0;
+    size_t *index = NULL; /* open addressing: position + 1 of the latest
+                             change of a row, 0 = empty slot */
 
-    /* Quadratic in the worst case, but batches are a few thousand rows and
-     * most keys are distinct; a later change replaces an earlier one. */
-    for (size_t i = 0; i < n; i++) {
-        size_t j;
-        for (j = 0; j < kept; j++)
-            if (changes[j].tbl == changes[i].tbl &&
-                strcmp(changes[j].key, changes[i].key) == 0)
-                break;
-        if (j == kept) {
-            if (kept != i)
-                changes[kept] = changes[i];
-            kept++;
-            continue;
+    while (slots < 2 * n)
+        slots <<= 1;
+    index = calloc(slots, sizeof(*index));
+    if (!index) {
+        coalesce_by_scan(changes, n);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            size_t s = (size_t)change_identity_hash(&changes[i]) & (slots - 1);
+
+            while (index[s] &&
+                   !change_same_identity(&changes[index[s] - 1], &changes[i]))
+                s = (s + 1) & (slots - 1);
+            if (index[s])
+                fold_into_newer(changes, index[s] - 1, i);
+            index[s] = i + 1;
         }
-        if (changes[i].action == CHANGE_UPSERT &&
-            changes[j].action == CHANGE_UPSERT)
-            carry_unavailable(&changes[i], &changes[j]);
-        change_clear(&changes[j]);
-        /* keep arrival order of the latest: move it to the end */
-        memmove(&changes[j], &changes[j + 1], (kept - j - 1) * sizeof(*changes));
-        changes[kept - 1] = changes[i];
+        free(index);
     }
-    for (size_t i = kept; i < n; i++)
-        changes[i].row = NULL;
+
+    /* Survivors keep the arrival order of their latest change. */
+    for (size_t i = 0; i < n; i++) {
+        if (!changes[i].tbl)
+            continue;
+        if (kept != i) {
+            changes[kept] = changes[i];
+            changes[i].row = NULL;
+            changes[i].tbl = NULL;
+        }
+        kept++;
+    }
     return kept;
 }

@@ -1,9 +1,20 @@
 #include "config.h"
 
+#include <errno.h>
 #include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Debian keeps libpq's headers in a subdirectory (pkg-config --cflags). */
+#if defined(__has_include) && __has_include(<libpq-fe.h>)
+#include <libpq-fe.h>
+#else
+#include <postgresql/libpq-fe.h>
+#endif
+
+#include <librdkafka/rdkafka.h>
 
 #include "log.h"
 
@@ -13,38 +24,88 @@ static int copy_str(char *dst, size_t size, const char *src)
     return n >= 0 && (size_t)n < size;
 }
 
-/* Secret from NAME, or from the file named by NAME_FILE. */
+/*
+ * Read a secret from the file at path into dst: the whole file, one final
+ * line break dropped. what names the setting in errors. An unreadable,
+ * empty or too long file is an error, never a silently cut secret.
+ */
+static enum ns_err secret_read_file(const char *what, const char *path,
+                                    char *dst, size_t size, char *errstr,
+                                    size_t errstr_size)
+{
+    enum ns_err err = NS_OK;
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f) {
+        snprintf(errstr, errstr_size, "%s: could not read %s: %s", what, path,
+                 strerror(errno));
+        return NS_ERR_CONFIG;
+    }
+    n = fread(dst, 1, size - 1, f);
+    if (ferror(f)) {
+        snprintf(errstr, errstr_size, "%s: could not read %s: %s", what, path,
+                 strerror(errno));
+        err = NS_ERR_CONFIG;
+        goto cleanup;
+    }
+    if (fgetc(f) != EOF) {
+        snprintf(errstr, errstr_size, "%s: %s is longer than %zu bytes", what,
+                 path, size - 1);
+        err = NS_ERR_CONFIG;
+        goto cleanup;
+    }
+    dst[n] = '\0';
+    if (n && dst[n - 1] == '\n')
+        dst[--n] = '\0';
+    if (n && dst[n - 1] == '\r')
+        dst[--n] = '\0';
+    if (!n) {
+        snprintf(errstr, errstr_size, "%s: %s is empty", what, path);
+        err = NS_ERR_CONFIG;
+    }
+cleanup:
+    fclose(f);
+    if (err)
+        memset(dst, 0, size);
+    return err;
+}
+
+/*
+ * Secret from the environment: NAME holds it, or NAME_FILE names a file
+ * that does (Docker and Kubernetes secrets). Setting both is an error, as
+ * it is unclear which one is meant. Neither leaves dst unchanged.
+ */
 static enum ns_err env_secret(const char *name, char *dst, size_t size,
                               char *errstr, size_t errstr_size)
 {
     char file_var[128];
     const char *v = getenv(name), *path;
-    FILE *f;
-    size_t n;
 
-    if (v && *v) {
-        if (!copy_str(dst, size, v))
-            goto too_long;
-        return NS_OK;
-    }
     snprintf(file_var, sizeof(file_var), "%s_FILE", name);
     path = getenv(file_var);
-    if (!path || !*path)
-        return NS_OK;
-    f = fopen(path, "r");
-    if (!f) {
-        snprintf(errstr, errstr_size, "%s: could not read %s", file_var, path);
+    if (v && *v && path && *path) {
+        snprintf(errstr, errstr_size, "%s and %s are both set; set one",
+                 name, file_var);
         return NS_ERR_CONFIG;
     }
-    n = fread(dst, 1, size - 1, f);
-    fclose(f);
-    dst[n] = '\0';
-    while (n && (dst[n - 1] == '\n' || dst[n - 1] == '\r'))
-        dst[--n] = '\0';
-    return NS_OK;
-too_long:
-    snprintf(errstr, errstr_size, "%s is too long", name);
-    return NS_ERR_CONFIG;
+    if (v && *v) {
+        if (!copy_str(dst, size, v)) {
+            snprintf(errstr, errstr_size, "%s is too long", name);
+            return NS_ERR_CONFIG;
+        }
+        return NS_OK;
+    }
+    if (!path || !*path)
+        return NS_OK;
+    return secret_read_file(file_var, path, dst, size, errstr, errstr_size);
+}
+
+/* The value of an environment variable, or NULL when unset or empty. */
+static const char *env_value(const char *name)
+{
+    const char *v = getenv(name);
+    return (v && *v) ? v : NULL;
 }
 
 static enum ns_err set_kafka_prop(struct config *cfg, const char *name,
@@ -115,6 +176,245 @@ static int env_int(const char *name, int *out, char *errstr,
     return 0;
 }
 
+/* librdkafka judges a property now, on a scratch configuration, so that
+ * an unknown name or a bad value is a file:line error at start-up like any
+ * other, not a failure when the consumer is made. */
+static enum ns_err kafka_prop_check(const char *path, int line,
+                                    const char *name, const char *value,
+                                    char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char kerr[512];
+    enum ns_err err = NS_OK;
+
+    if (!conf)
+        return NS_ERR_NOMEM;
+    if (rd_kafka_conf_set(conf, name, value, kerr, sizeof(kerr)) !=
+        RD_KAFKA_CONF_OK) {
+        /* librdkafka's message names the property */
+        snprintf(errstr, errstr_size, "%s:%d: kafka: %s", path, line, kerr);
+        err = NS_ERR_CONFIG;
+    }
+    rd_kafka_conf_destroy(conf);
+    return err;
+}
+
+/* "path:line" of a setting, for error messages. */
+static void setting_where(config_t *lc, const char *name, const char *path,
+                          char *where, size_t size)
+{
+    config_setting_t *s = config_lookup(lc, name);
+
+    snprintf(where, size, "%s:%d", path, s ? config_setting_source_line(s)
+                                           : 0);
+}
+
+/* neo4j.password_file and postgres.password_file: the secret read from a
+ * file, so the settings file itself can be shared. A password given
+ * inline as well is an error. */
+static enum ns_err load_file_secrets(struct config *cfg, config_t *lc,
+                                     const char *path, char *errstr,
+                                     size_t errstr_size)
+{
+    const struct {
+        const char *file_key, *inline_key;
+        char *dst;
+        size_t size;
+    } secrets[] = {
+        {"neo4j.password_file", "neo4j.password", cfg->neo4j_password,
+         sizeof(cfg->neo4j_password)},
+        {"postgres.password_file", "postgres.password", cfg->pg_password,
+         sizeof(cfg->pg_password)},
+    };
+    char where[600];
+    const char *str;
+
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        if (!config_lookup_string(lc, secrets[i].file_key, &str))
+            continue;
+        setting_where(lc, secrets[i].file_key, path, where, sizeof(where));
+        if (config_lookup(lc, secrets[i].inline_key)) {
+            snprintf(errstr, errstr_size, "%s: %s and %s are both set; set "
+                     "one", where, secrets[i].inline_key, secrets[i].file_key);
+            return NS_ERR_CONFIG;
+        }
+        if (secret_read_file(where, str, secrets[i].dst, secrets[i].size,
+                             errstr, errstr_size))
+            return NS_ERR_CONFIG;
+    }
+    return NS_OK;
+}
+
+/* libpq's sslmode values. */
+static int pg_sslmode_valid(const char *mode)
+{
+    static const char *const modes[] = {"disable", "allow", "prefer",
+                                        "require", "verify-ca", "verify-full"};
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+        if (strcmp(mode, modes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* A CA file must be readable now: a typo should stop the worker at
+ * start-up, not show up as a TLS error at the first connection. */
+static enum ns_err tls_file_check(const char *where, const char *path,
+                                  char *errstr, size_t errstr_size)
+{
+    if (access(path, R_OK) != 0) {
+        snprintf(errstr, errstr_size, "%s: could not read %s: %s", where,
+                 path, strerror(errno));
+        return NS_ERR_CONFIG;
+    }
+    return NS_OK;
+}
+
+/* TLS settings of one source (file or environment), checked as they come
+ * in so that an error names where the value came from. */
+static enum ns_err tls_set(struct config *cfg, const char *where_mode,
+                           const char *mode, const char *where_root,
+                           const char *root, const char *where_ca,
+                           const char *ca, char *errstr, size_t errstr_size)
+{
+    if (mode) {
+        if (!pg_sslmode_valid(mode)) {
+            snprintf(errstr, errstr_size, "%s: unknown sslmode \"%s\" "
+                     "(disable, allow, prefer, require, verify-ca, "
+                     "verify-full)", where_mode, mode);
+            return NS_ERR_CONFIG;
+        }
+        copy_str(cfg->pg_sslmode, sizeof(cfg->pg_sslmode), mode);
+    }
+    if (root) {
+        if (!copy_str(cfg->pg_sslrootcert, sizeof(cfg->pg_sslrootcert),
+                      root)) {
+            snprintf(errstr, errstr_size, "%s: path too long", where_root);
+            return NS_ERR_CONFIG;
+        }
+        if (strcmp(root, "system") != 0 &&
+            tls_file_check(where_root, root, errstr, errstr_size))
+            return NS_ERR_CONFIG;
+    }
+    if (ca) {
+        if (!copy_str(cfg->neo4j_ca_file, sizeof(cfg->neo4j_ca_file), ca)) {
+            snprintf(errstr, errstr_size, "%s: path too long", where_ca);
+            return NS_ERR_CONFIG;
+        }
+        if (tls_file_check(where_ca, ca, errstr, errstr_size))
+            return NS_ERR_CONFIG;
+    }
+    return NS_OK;
+}
+
+/* postgres.sslmode, postgres.sslrootcert, neo4j.ca_file. */
+static enum ns_err load_file_tls(struct config *cfg, config_t *lc,
+                                 const char *path, char *errstr,
+                                 size_t errstr_size)
+{
+    const char *mode = NULL, *root = NULL, *ca = NULL;
+    char where_mode[600], where_root[600], where_ca[600];
+
+    config_lookup_string(lc, "postgres.sslmode", &mode);
+    config_lookup_string(lc, "postgres.sslrootcert", &root);
+    config_lookup_string(lc, "neo4j.ca_file", &ca);
+    setting_where(lc, "postgres.sslmode", path, where_mode,
+                  sizeof(where_mode));
+    setting_where(lc, "postgres.sslrootcert", path, where_root,
+                  sizeof(where_root));
+    setting_where(lc, "neo4j.ca_file", path, where_ca, sizeof(where_ca));
+    return tls_set(cfg, where_mode, mode, where_root, root, where_ca, ca,
+                   errstr, errstr_size);
+}
+
+/* The file's conninfo must parse, and may not carry the password: that
+ * goes in postgres.password(_file) or NEXUS_WRITER_PASSWORD(_FILE), so
+ * it is masked and never logged with the connection string. */
+static enum ns_err conninfo_check(const char *where, const char *conninfo,
+                                  char *errstr, size_t errstr_size)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+    enum ns_err err = NS_OK;
+
+    if (!opts) {
+        /* libpq's message ends in a line break */
+        snprintf(errstr, errstr_size, "%s: postgres.conninfo: %.*s", where,
+                 perr ? (int)strcspn(perr, "\n") : 13,
+                 perr ? perr : "out of memory");
+        err = NS_ERR_CONFIG;
+        goto cleanup;
+    }
+    for (PQconninfoOption *o = opts; o->keyword && !err; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val) {
+            snprintf(errstr, errstr_size, "%s: postgres.conninfo holds a "
+                     "password; use postgres.password_file or "
+                     "NEXUS_WRITER_PASSWORD_FILE", where);
+            err = NS_ERR_CONFIG;
+        }
+cleanup:
+    PQconninfoFree(opts);
+    PQfreemem(perr);
+    return err;
+}
+
+/* Kafka secrets from the environment (or *_FILE), for the librdkafka
+ * properties that hold them. */
+static enum ns_err apply_env_kafka_secrets(struct config *cfg, char *errstr,
+                                           size_t errstr_size)
+{
+    static const struct {
+        const char *env, *prop;
+    } secrets[] = {
+        {"NEXUS_KAFKA_SASL_PASSWORD", "sasl.password"},
+        {"NEXUS_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"},
+    };
+    char value[1024];
+    enum ns_err err = NS_OK;
+
+    for (size_t i = 0; !err && i < sizeof(secrets) / sizeof(secrets[0]);
+         i++) {
+        value[0] = '\0';
+        err = env_secret(secrets[i].env, value, sizeof(value), errstr,
+                         errstr_size);
+        if (!err && value[0])
+            err = set_kafka_prop(cfg, secrets[i].prop, value, errstr,
+                                 errstr_size);
+    }
+    memset(value, 0, sizeof(value));
+    return err;
+}
+
+/* NEXUS_PG_SSLMODE, NEXUS_PG_SSLROOTCERT, NEXUS_NEO4J_CA_FILE. */
+static enum ns_err apply_env_tls(struct config *cfg, char *errstr,
+                                 size_t errstr_size)
+{
+    return tls_set(cfg, "NEXUS_PG_SSLMODE", env_value("NEXUS_PG_SSLMODE"),
+                   "NEXUS_PG_SSLROOTCERT", env_value("NEXUS_PG_SSLROOTCERT"),
+                   "NEXUS_NEO4J_CA_FILE", env_value("NEXUS_NEO4J_CA_FILE"),
+                   errstr, errstr_size);
+}
+
+/* Checks across settings, once every source is applied. */
+static enum ns_err config_check_tls(const struct config *cfg, char *errstr,
+                                    size_t errstr_size)
+{
+    if (cfg->neo4j_ca_file[0] && strncmp(cfg->neo4j_url, "https://", 8)) {
+        snprintf(errstr, errstr_size, "neo4j.ca_file (NEXUS_NEO4J_CA_FILE) "
+                 "is set but the Neo4j url %s is not https", cfg->neo4j_url);
+        return NS_ERR_CONFIG;
+    }
+    if (cfg->pg_sslrootcert[0] && (!cfg->pg_sslmode[0] ||
+        (strcmp(cfg->pg_sslmode, "verify-ca") &&
+         strcmp(cfg->pg_sslmode, "verify-full")))) {
+        snprintf(errstr, errstr_size, "postgres.sslrootcert "
+                 "(NEXUS_PG_SSLROOTCERT) is set but sslmode is \"%s\": the "
+                 "certificate is only checked with verify-ca or verify-full",
+                 cfg->pg_sslmode[0] ? cfg->pg_sslmode : "prefer");
+        return NS_ERR_CONFIG;
+    }
+    return NS_OK;
+}
 
 static enum ns_err load_file(struct config *cfg, const char *path,
                              char *errstr, size_t errstr_size)
@@ -193,7 +493,10 @@ static enum ns_err load_file(struct config *cfg, const char *path,
             err = NS_ERR_CONFIG;
             goto cleanup;
         }
-        err = set_kafka_prop(cfg, k, v, errstr, errstr_size);
+        err = kafka_prop_check(path, config_setting_source_line(p), k, v,
+                               errstr, errstr_size);
+        if (!err)
+            err = set_kafka_prop(cfg, k, v, errstr, errstr_size);
         if (err)
             goto cleanup;
     }
@@ -207,10 +510,21 @@ static enum ns_err load_file(struct config *cfg, const char *path,
         copy_str(cfg->neo4j_password, sizeof(cfg->neo4j_password), str);
     if (config_lookup_int(&lc, "neo4j.timeout_ms", &n))
         cfg->neo4j_timeout_ms = n;
-    if (config_lookup_string(&lc, "postgres.conninfo", &str))
+    if (config_lookup_string(&lc, "postgres.conninfo", &str)) {
+        char where[600];
+        setting_where(&lc, "postgres.conninfo", path, where, sizeof(where));
+        err = conninfo_check(where, str, errstr, errstr_size);
+        if (err)
+            goto cleanup;
         copy_str(cfg->pg_conninfo, sizeof(cfg->pg_conninfo), str);
+    }
     if (config_lookup_string(&lc, "postgres.password", &str))
         copy_str(cfg->pg_password, sizeof(cfg->pg_password), str);
+    err = load_file_secrets(cfg, &lc, path, errstr, errstr_size);
+    if (!err)
+        err = load_file_tls(cfg, &lc, path, errstr, errstr_size);
+    if (err)
+        goto cleanup;
     if (config_lookup_int(&lc, "metrics.port", &n)) {
         if (n < 0 || n > 65535) {
             s = config_lookup(&lc, "metrics.port");
@@ -228,13 +542,6 @@ static enum ns_err load_file(struct config *cfg, const char *path,
 cleanup:
     config_destroy(&lc);
     return err;
-}
-
-/* The value of an environment variable, or NULL when unset or empty. */
-static const char *env_value(const char *name)
-{
-    const char *v = getenv(name);
-    return (v && *v) ? v : NULL;
 }
 
 static enum ns_err apply_env(struct config *cfg, char *errstr,
@@ -309,6 +616,10 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
     if (!err)
         err = env_secret("NEXUS_WRITER_PASSWORD", cfg->pg_password,
                          sizeof(cfg->pg_password), errstr, errstr_size);
+    if (!err)
+        err = apply_env_kafka_secrets(cfg, errstr, errstr_size);
+    if (!err)
+        err = apply_env_tls(cfg, errstr, errstr_size);
     if (err)
         return err;
     if (getenv("NEXUS_PG_HOST") || getenv("NEXUS_PG_PORT") ||
@@ -356,6 +667,8 @@ enum ns_err config_load(struct config *cfg, const char *path,
         err = load_file(cfg, path, errstr, errstr_size);
     if (!err)
         err = apply_env(cfg, errstr, errstr_size);
+    if (!err)
+        err = config_check_tls(cfg, errstr, errstr_size);
     if (err == NS_ERR_NOMEM)
         snprintf(errstr, errstr_size, "out of memory");
     if (err)
@@ -390,25 +703,38 @@ enum ns_err config_resolve_lanes(struct config *cfg, const struct mapping *map,
     return NS_OK;
 }
 
+/* Append " key='value'" with libpq's quoting (single quotes, backslash
+ * escapes) at p, which has room for 2 * strlen(value) + strlen(key) + 5. */
+static char *conninfo_append(char *p, const char *key, const char *value)
+{
+    p += sprintf(p, " %s='", key);
+    for (const char *c = value; *c; c++) {
+        if (*c == '\'' || *c == '\\')
+            *p++ = '\\';
+        *p++ = *c;
+    }
+    *p++ = '\'';
+    *p = '\0';
+    return p;
+}
+
 char *config_pg_conninfo(const struct config *cfg)
 {
-    size_t size = strlen(cfg->pg_conninfo) + 2 * strlen(cfg->pg_password) + 32;
+    size_t size = strlen(cfg->pg_conninfo) + 2 * strlen(cfg->pg_password) +
+                  2 * strlen(cfg->pg_sslmode) +
+                  2 * strlen(cfg->pg_sslrootcert) + 64;
     char *s = malloc(size), *p;
 
     if (!s)
         return NULL;
     p = s + snprintf(s, size, "%s", cfg->pg_conninfo);
-    if (cfg->pg_password[0]) {
-        /* libpq quoting: single quotes, backslash-escaped */
-        p += sprintf(p, " password='");
-        for (const char *c = cfg->pg_password; *c; c++) {
-            if (*c == '\'' || *c == '\\')
-                *p++ = '\\';
-            *p++ = *c;
-        }
-        *p++ = '\'';
-        *p = '\0';
-    }
+    /* later keywords win in libpq, so these override the conninfo's own */
+    if (cfg->pg_sslmode[0])
+        p = conninfo_append(p, "sslmode", cfg->pg_sslmode);
+    if (cfg->pg_sslrootcert[0])
+        p = conninfo_append(p, "sslrootcert", cfg->pg_sslrootcert);
+    if (cfg->pg_password[0])
+        conninfo_append(p, "password", cfg->pg_password);
     return s;
 }
 
@@ -442,11 +768,14 @@ void config_dump(const struct config *cfg, FILE *f)
                 is_secret_name(cfg->kafka_props[2 * i])
                     ? "********" : cfg->kafka_props[2 * i + 1]);
     fprintf(f, "};\nneo4j = { url = \"%s\"; database = \"%s\"; user = \"%s\"; "
-               "password = \"%s\"; timeout_ms = %ld; };\n"
-               "postgres = { conninfo = \"%s\"; password = \"%s\"; };\n",
+               "password = \"%s\"; timeout_ms = %ld; ca_file = \"%s\"; };\n"
+               "postgres = { conninfo = \"%s\"; password = \"%s\"; "
+               "sslmode = \"%s\"; sslrootcert = \"%s\"; };\n",
             cfg->neo4j_url, cfg->neo4j_db, cfg->neo4j_user,
             cfg->neo4j_password[0] ? "********" : "", cfg->neo4j_timeout_ms,
-            cfg->pg_conninfo, cfg->pg_password[0] ? "********" : "");
+            cfg->neo4j_ca_file, cfg->pg_conninfo,
+            cfg->pg_password[0] ? "********" : "", cfg->pg_sslmode,
+            cfg->pg_sslrootcert);
     fprintf(f, "metrics = { port = %d; bind = \"%s\"; };\n", cfg->metrics_port,
             cfg->metrics_bind);
 }

@@ -12,17 +12,25 @@
  *   kafka = ( ["bootstrap.servers", "127.0.0.1:59092"], ... );  # passed
  *                                        # to librdkafka pair by pair
  *   neo4j = { url = ...; database = "neo4j"; user = ...; password = ...;
- *             timeout_ms = 30000; };
+ *             timeout_ms = 30000; ca_file = "/etc/nexus/ca.crt"; };
  *   postgres = { conninfo = "host=... port=... dbname=... user=..." ;
- *                password = ...; };
+ *                password = ...; sslmode = "verify-full";
+ *                sslrootcert = "/etc/nexus/ca.crt"; };
+ * A password may come from a file instead (neo4j.password_file,
+ * postgres.password_file); conninfo may not hold one. ca_file needs an
+ * https url; sslrootcert needs sslmode verify-ca or verify-full.
  *   metrics = { port = 9400; bind = "0.0.0.0"; };  # port 0: no HTTP
  * Environment (wins over the file): NEXUS_MAPPING, NEXUS_GROUP_ID,
  * NEXUS_LANES (comma list), NEXUS_BATCH_MAX, NEXUS_BATCH_MS,
  * NEXUS_LOG_LEVEL, NEXUS_LOG_JSON, NEXUS_KAFKA_BOOTSTRAP, NEXUS_NEO4J_URL,
  * NEXUS_NEO4J_DB, NEXUS_NEO4J_USER, NEXUS_NEO4J_PASSWORD,
  * NEXUS_PG_HOST, NEXUS_PG_PORT, NEXUS_PG_DB, NEXUS_WRITER_USER,
- * NEXUS_WRITER_PASSWORD, NEXUS_METRICS_PORT, NEXUS_METRICS_BIND. Every *_PASSWORD also reads from a file named by
- * *_PASSWORD_FILE.
+ * NEXUS_WRITER_PASSWORD, NEXUS_KAFKA_SASL_PASSWORD (sasl.password),
+ * NEXUS_KAFKA_SSL_KEY_PASSWORD (ssl.key.password), NEXUS_PG_SSLMODE,
+ * NEXUS_PG_SSLROOTCERT, NEXUS_NEO4J_CA_FILE, NEXUS_METRICS_PORT,
+ * NEXUS_METRICS_BIND. Every secret (*_PASSWORD) may
+ * instead be read from the file named by *_PASSWORD_FILE; setting both is
+ * an error.
  */
 #ifndef NS_CONFIG_H
 #define NS_CONFIG_H
@@ -56,6 +64,10 @@ struct config {
     long neo4j_timeout_ms;
     char pg_conninfo[1024];          /* without the password */
     char pg_password[256];
+    /* TLS: "" means unset (libpq's sslmode default, the system CAs) */
+    char pg_sslmode[16];
+    char pg_sslrootcert[512];
+    char neo4j_ca_file[512];
     int metrics_port;                /* /metrics, /healthz, /readyz; 0 off */
     char metrics_bind[64];
 };
@@ -73,7 +85,9 @@ enum ns_err config_load(struct config *cfg, const char *path,
 enum ns_err config_resolve_lanes(struct config *cfg, const struct mapping *map,
                                  char *errstr, size_t errstr_size);
 
-/* libpq connection string with the password (caller frees). */
+/* libpq connection string with sslmode, sslrootcert and the password
+ * (caller frees; it holds a secret, so wipe it before). NULL when out of
+ * memory. */
 char *config_pg_conninfo(const struct config *cfg);
 
 /* Print the effective settings, secrets masked. */

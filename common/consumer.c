@@ -36,6 +36,8 @@ struct item {
     const struct mapping_table *tbl;  /* known table, for FAILED write-back */
     char keys[2][64];
     int has_keys;
+    int64_t source_ts_ms;           /* source.ts_ms, for the sync latency:
+                                       ev is freed before the round trip */
 };
 
 struct consumer {
@@ -58,6 +60,8 @@ struct consumer {
     size_t msg_count;
     rd_kafka_message_t **pending;   /* delivered while backing off */
     size_t pending_count;
+    size_t pending_cap;
+    int out_of_memory;
     size_t cap;
 };
 
@@ -118,18 +122,30 @@ static rd_kafka_topic_partition_list_t *assignment(struct consumer *c)
     return parts;
 }
 
-/* Keep messages that arrive while we are not collecting a batch. */
+/* Keep messages that arrive while we are not collecting a batch. Never
+ * drop one: a later message of its partition could then be committed past
+ * it. Without memory to keep it, stop: nothing after the last commit is
+ * lost, the next start reads it again. */
 static void stash(struct consumer *c, rd_kafka_message_t *m)
 {
-    if (c->pending_count == c->cap) {
-        char key[128];
-        log_event(LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition,
-                  m->offset, log_key_text(m->key, m->key_len, key,
-                                          sizeof(key)),
-                  "backlog buffer full while paused, the "
-                  "message will be read again after a rebalance");
-        rd_kafka_message_destroy(m);
-        return;
+    if (c->pending_count == c->pending_cap) {
+        size_t cap = c->pending_cap * 2;
+        rd_kafka_message_t **grown = realloc(c->pending, cap * sizeof(*grown));
+
+        if (!grown) {
+            char key[128];
+            log_event(LOG_ERROR, rd_kafka_topic_name(m->rkt), m->partition,
+                      m->offset, log_key_text(m->key, m->key_len, key,
+                                              sizeof(key)),
+                      "out of memory for the backlog; "
+                      "stopping without committing past this message");
+            rd_kafka_message_destroy(m);
+            c->out_of_memory = 1;
+            *c->stop = 1;
+            return;
+        }
+        c->pending = grown;
+        c->pending_cap = cap;
     }
     c->pending[c->pending_count++] = m;
 }
@@ -419,6 +435,7 @@ static size_t prepare(struct consumer *c, struct item *items,
             item_dead(it, err, why);
             continue;
         }
+        it->source_ts_ms = it->ev->ts_ms;
         it->tbl = mapping_find(c->map, it->ev->table);
         if (!it->tbl || strcmp(it->tbl->worker, c->cfg->worker) != 0) {
             snprintf(why, sizeof(why), "table %.100s is not mapped to worker "
@@ -439,6 +456,12 @@ static size_t prepare(struct consumer *c, struct item *items,
             continue;
         }
         nch++;
+    }
+    /* The changes own copies of what they need: release the parsed events
+     * now rather than hold them through the Neo4j round trip. */
+    for (size_t i = 0; i < c->msg_count; i++) {
+        event_free(items[i].ev);
+        items[i].ev = NULL;
     }
     return nch;
 }
@@ -649,7 +672,7 @@ static enum ns_err process_batch(struct consumer *c)
             it->has_keys = 1;
         } else if (results[i].status == APPLY_APPLIED) {
             c->metrics.lanes[it->lane].applied++;
-            metrics_sync_observe(&c->metrics, it->lane, it->ev->ts_ms);
+            metrics_sync_observe(&c->metrics, it->lane, it->source_ts_ms);
         } else {
             c->metrics.lanes[it->lane].skipped++;
         }
@@ -735,6 +758,13 @@ cleanup:
     return err;
 }
 
+/* name, value pairs */
+static const char *const prefetch_defaults[] = {
+    "queued.max.messages.kbytes", "6144",
+    "fetch.message.max.bytes", "524288",
+    "fetch.max.bytes", "4194304",
+};
+
 enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
                          volatile sig_atomic_t *stop, struct consumer **out,
                          char *errstr, size_t errstr_size)
@@ -767,7 +797,8 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     }
     c->cap = (size_t)cfg->batch_max_events * 4 + 16;
     c->msgs = calloc(c->cap, sizeof(*c->msgs));
-    c->pending = calloc(c->cap, sizeof(*c->pending));
+    c->pending_cap = c->cap;
+    c->pending = calloc(c->pending_cap, sizeof(*c->pending));
     if (!c->msgs || !c->pending) {
         err = NS_ERR_NOMEM;
         goto cleanup;
@@ -778,6 +809,16 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     srand((unsigned)(time(NULL) ^ getpid()));
 
     conf = rd_kafka_conf_new();
+    /* librdkafka prefetches up to 64 MB by default; a few batches ahead is
+     * all the loop can use, and the bound keeps a worker's RSS small. The
+     * configuration's kafka properties, set after, override these. */
+    for (size_t i = 0; i < sizeof(prefetch_defaults) / sizeof(prefetch_defaults[0]); i += 2)
+        if (rd_kafka_conf_set(conf, prefetch_defaults[i], prefetch_defaults[i + 1],
+                              kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK) {
+            snprintf(errstr, errstr_size, "kafka.%s: %s", prefetch_defaults[i], kerr);
+            err = NS_ERR_CONFIG;
+            goto cleanup;
+        }
     for (size_t i = 0; i < cfg->kafka_prop_count; i++)
         if (rd_kafka_conf_set(conf, cfg->kafka_props[2 * i],
                               cfg->kafka_props[2 * i + 1], kerr,
@@ -837,6 +878,9 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     err = neo4j_client_new(cfg->neo4j_url, cfg->neo4j_db, cfg->neo4j_user,
                            cfg->neo4j_password, cfg->neo4j_timeout_ms, &c->nc,
                            errstr, errstr_size);
+    if (!err && cfg->neo4j_ca_file[0])
+        err = neo4j_client_set_ca_file(c->nc, cfg->neo4j_ca_file, errstr,
+                                       errstr_size);
     if (err)
         goto cleanup;
     conninfo = config_pg_conninfo(cfg);
@@ -888,6 +932,10 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
         write_stats(c, 0);
     }
     write_stats(c, 1);
+    if (c->out_of_memory) {
+        snprintf(errstr, errstr_size, "out of memory for the backlog");
+        return NS_ERR_NOMEM;
+    }
     log_msg(LOG_INFO, "stopping: the last batch is committed");
     return NS_OK;
 }

@@ -175,6 +175,11 @@ enum ns_err neo4j_client_new(const char *url, const char *db,
         rc = curl_easy_setopt(nc->curl, CURLOPT_NOSIGNAL, 1L);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(nc->curl, CURLOPT_FOLLOWLOCATION, 0L);
+    /* libcurl's defaults, stated: https is never used unverified */
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_SSL_VERIFYPEER, 1L);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(nc->curl, CURLOPT_SSL_VERIFYHOST, 2L);
     if (rc == CURLE_OK && user) {
         rc = curl_easy_setopt(nc->curl, CURLOPT_HTTPAUTH,
                               (long)CURLAUTH_BASIC);
@@ -212,6 +217,26 @@ void neo4j_client_free(struct neo4j_client *nc)
     buf_free(&nc->resp);
     free(nc);
     curl_global_cleanup();
+}
+
+enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
+                                     const char *ca_file, char *errstr,
+                                     size_t errstr_size)
+{
+    CURLcode rc;
+
+    if (strncmp(nc->endpoint, "https://", 8) != 0) {
+        ns_err_set(errstr, errstr_size,
+                   "a Neo4j CA file needs an https url, not %s", nc->endpoint);
+        return NS_ERR_CONFIG;
+    }
+    rc = curl_easy_setopt(nc->curl, CURLOPT_CAINFO, ca_file);
+    if (rc != CURLE_OK) {
+        ns_err_set(errstr, errstr_size, "could not use the CA file %s: %s",
+                   ca_file, curl_easy_strerror(rc));
+        return NS_ERR_CONFIG;
+    }
+    return NS_OK;
 }
 
 /*

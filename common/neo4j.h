@@ -35,6 +35,17 @@ enum ns_err neo4j_client_new(const char *url, const char *db,
 void neo4j_client_free(struct neo4j_client *nc);
 
 /*
+ * Trust only the CA certificates in the PEM file ca_file (copied by
+ * libcurl; the caller keeps it) instead of the system's, for an https url.
+ * The server certificate and its host name are always verified for https,
+ * with or without this call. NS_ERR_CONFIG when the url is not https or
+ * libcurl refuses the option.
+ */
+enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
+                                     const char *ca_file, char *errstr,
+                                     size_t errstr_size);
+
+/*
  * Run n statements in one transaction.
  *
  * On success returns NS_OK and, when results is not NULL, *results is the

@@ -427,6 +427,16 @@ static enum ns_err pg_status_sql(struct pg_status *ps,
                        tbl->key_columns[k], k);
     if (!err && pass != PG_STATUS_PASS_FAILED)
         err = buf_addf(b, " AND t.\"%s\" = u.ver", sync->version);
+    /* A row already marked SUCCESS for this version (a replay, a retried
+     * batch) is left alone: no write, no WAL, no echo event to consume. */
+    if (!err && pass != PG_STATUS_PASS_FAILED)
+        err = buf_addf(b, " AND (t.\"%s\" IS DISTINCT FROM 'SUCCESS' OR "
+                       "t.\"%s\" IS NOT NULL", sync->status, sync->error);
+    if (!err && pass == PG_STATUS_PASS_SUCCESS_ID)
+        err = buf_addf(b, " OR t.\"%s\" IS DISTINCT FROM u.eid",
+                       pg_status_id_column(tbl));
+    if (!err && pass != PG_STATUS_PASS_FAILED)
+        err = buf_adds(b, ")");
     *nparams = np;
     return err;
 }

@@ -37,7 +37,10 @@ DECLARE
         'neo4j_relationship_id', 'pg_version'];
 BEGIN
     IF (to_jsonb(NEW) - bookkeeping) IS DISTINCT FROM (to_jsonb(OLD) - bookkeeping) THEN
+        -- a new version waits for its own sync: the worker's SUCCESS for
+        -- it is what moves it on (and a repeated SUCCESS writes nothing)
         NEW.pg_version := OLD.pg_version + 1;
+        NEW.sync_status := 'PENDING';
     ELSE
         NEW.pg_version := OLD.pg_version;
     END IF;

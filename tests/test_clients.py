@@ -416,6 +416,50 @@ def test_pg_write_back_updates_exactly_the_sync_columns(clients, nx, pg_rows):
         d.close()
 
 
+def test_pg_repeated_success_writes_nothing_and_new_version_is_pending(clients, nx, pg_rows):
+    """A replayed SUCCESS for a version already marked SUCCESS (same element
+    id) leaves the row alone: no UPDATE, so no WAL and no echo event. A real
+    change makes the row PENDING again until its own SUCCESS."""
+    ids = pg_rows
+    d = pg_driver(clients, nx.env)
+    try:
+        first = {"rows": [
+            {"table": "tenants", "outcome": "SUCCESS", "keys": [ids["tenant"]], "version": 1},
+            {"table": "thread_content", "outcome": "SUCCESS", "keys": [ids["thread"], ids["content"]],
+             "version": 1, "element_id": "5:6e7e:42"}]}
+        assert d.ask(first)["err"] == "ok"
+        t1, l1 = tenant(nx, ids), link(nx, ids)
+        assert t1["sync_status"] == l1["sync_status"] == "SUCCESS"
+        xmin_t = nx.scalar(f"SELECT xmin FROM tenants WHERE id = '{ids['tenant']}'")
+        xmin_l = nx.scalar(f"SELECT xmin FROM thread_content WHERE thread_id = '{ids['thread']}' "
+                           f"AND content_id = '{ids['content']}'")
+        assert d.ask(first)["err"] == "ok"
+        assert nx.scalar(f"SELECT xmin FROM tenants WHERE id = '{ids['tenant']}'") == xmin_t, \
+            "a repeated SUCCESS rewrote the tenant row"
+        assert nx.scalar(f"SELECT xmin FROM thread_content WHERE thread_id = '{ids['thread']}' "
+                         f"AND content_id = '{ids['content']}'") == xmin_l, \
+            "a repeated SUCCESS rewrote the link row"
+        assert tenant(nx, ids) == t1 and link(nx, ids) == l1
+
+        # a new element id for the same version is still recorded
+        moved = {"rows": [{"table": "thread_content", "outcome": "SUCCESS",
+                           "keys": [ids["thread"], ids["content"]], "version": 1,
+                           "element_id": "5:6e7e:43"}]}
+        assert d.ask(moved)["err"] == "ok"
+        assert link(nx, ids)["neo4j_relationship_id"] == "5:6e7e:43"
+
+        nx.psql(f"UPDATE tenants SET name = 'changed' WHERE id = '{ids['tenant']}'")
+        t2 = tenant(nx, ids)
+        assert (t2["pg_version"], t2["sync_status"]) == (2, "PENDING")
+        assert d.ask({"rows": [{"table": "tenants", "outcome": "SUCCESS", "keys": [ids["tenant"]],
+                                "version": 2}]})["err"] == "ok"
+        t3 = tenant(nx, ids)
+        assert (t3["pg_version"], t3["sync_status"]) == (2, "SUCCESS")
+        assert t3["last_sync_timestamp"] != t1["last_sync_timestamp"]
+    finally:
+        d.close()
+
+
 def test_pg_version_guard_keeps_stale_success_out(clients, nx, pg_rows):
     """A SUCCESS for an older pg_version leaves a newer row untouched; the
     current version applies; FAILED applies whatever the version; in one

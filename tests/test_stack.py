@@ -191,6 +191,8 @@ def test_servers_listen_on_loopback_only(stack):
         "connect": port(stack["NEXUS_CONNECT_URL"]),
         "neo4j http": port(stack["NEXUS_NEO4J_URL"]),
         "neo4j bolt": port(stack.get("NEXUS_NEO4J_BOLT_URL", "bolt://127.0.0.1:57687")),
+        "neo4j https": port(stack["NEXUS_NEO4J_HTTPS_URL"]),
+        "kafka ssl": port(stack["NEXUS_KAFKA_SSL_BOOTSTRAP"]),
     }
     listening = listen_addresses()
     for what, p in ports.items():
@@ -264,6 +266,8 @@ def isolated(tmp_path):
         "NEXUS_CONNECT_PORT": str(free_port()),
         "NEXUS_NEO4J_HTTP_PORT": str(free_port()),
         "NEXUS_NEO4J_BOLT_PORT": str(free_port()),
+        "NEXUS_NEO4J_HTTPS_PORT": str(free_port()),
+        "NEXUS_KAFKA_SSL_PORT": str(free_port()),
     }
     yield env
     p = run_stack("reset", env=env, timeout=600)
@@ -308,7 +312,8 @@ def test_down_stops_everything_then_up_restores(isolated):
     assert server_processes(directory) == []
     listening = listen_addresses()
     for name in ("NEXUS_PG_PORT", "NEXUS_KAFKA_PORT", "NEXUS_CONNECT_PORT",
-                 "NEXUS_NEO4J_HTTP_PORT", "NEXUS_NEO4J_BOLT_PORT"):
+                 "NEXUS_NEO4J_HTTP_PORT", "NEXUS_NEO4J_BOLT_PORT",
+                 "NEXUS_NEO4J_HTTPS_PORT", "NEXUS_KAFKA_SSL_PORT"):
         assert int(isolated[name]) not in listening, f"{name} still listens after down"
     rc, states, out = status_lines(isolated)
     assert rc != 0

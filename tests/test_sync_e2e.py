@@ -23,8 +23,11 @@ def workers(nx, tmp_path_factory):
         assert rc == 0, f"{w}_worker exited {rc}: {(logs / f'{w}.log').read_text()[-3000:]}"
 
 
-def node(nx, label, key, timeout=90):
-    return wait_until(lambda: (nx.cypher(f"MATCH (n:{label} {{id: $id}}) RETURN properties(n) AS p", {"id": key})
+def node(nx, label, key, timeout=180):
+    """The node once its owning worker wrote it: another worker's link or
+    child may have created a bare placeholder (only the key) before."""
+    return wait_until(lambda: (nx.cypher(f"MATCH (n:{label} {{id: $id}}) WHERE n.srcLsn IS NOT NULL "
+                                         "RETURN properties(n) AS p", {"id": key})
                                or [None])[0], timeout, what=f"{label} {key} in Neo4j")["p"]
 
 

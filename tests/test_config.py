@@ -1,0 +1,238 @@
+"""Worker configuration: one libconfig file plus environment overrides,
+secrets from the environment or from files, --dump-config with every secret
+masked, and configuration errors that name their source and stop the worker
+before it connects to anything. (test_mapping.py has the first two checks of
+a bad log level and of masked passwords; these go further.)"""
+import os
+import socket
+import subprocess
+
+import pytest
+
+from nexus import ROOT, Worker, new_id, wait_until
+
+MAPPING = os.path.join(ROOT, "schemas", "mapping.cfg")
+
+
+def worker(name="tag"):
+    return os.path.join(ROOT, "bin", f"{name}_worker")
+
+
+def clean_env(**extra):
+    """The environment without any NEXUS_* setting of the caller's shell or
+    stack, plus extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_")}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def dump(*args, env=None):
+    return subprocess.run([worker(), *args, "--dump-config"], env=env or clean_env(),
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+
+
+class Listener:
+    """A listening socket standing in for every server: a worker that
+    connects anywhere leaves a connection in its accept queue."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+    def env(self):
+        return {"NEXUS_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.port}",
+                "NEXUS_NEO4J_URL": f"http://127.0.0.1:{self.port}",
+                "NEXUS_PG_HOST": "127.0.0.1", "NEXUS_PG_PORT": str(self.port)}
+
+    def accepted(self, timeout):
+        """True when a connection arrives within timeout seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            conn, _ = self.sock.accept()
+        except (socket.timeout, BlockingIOError):
+            return False
+        conn.close()
+        return True
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def listener():
+    lst = Listener()
+    yield lst
+    lst.close()
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+BAD_CONFIGS = [
+    # (file text or None, extra environment, expected message; {path} is the file)
+    ('mapping = "%s";\nbatch = { max_events = 10; };\n\nneo4j = { url = ; };\n' % MAPPING, {},
+     "{path}:4: syntax error"),
+    ('mapping = "%s";\n\npostgres = { sslmode = "verify-everything"; };\n' % MAPPING, {},
+     '{path}:3: unknown sslmode "verify-everything"'),
+    ('mapping = "%s";\nkafka = ( ["bootstrap.servers"] );\n' % MAPPING, {},
+     "{path}:2: kafka entries are"),
+    ('mapping = "%s";\nkafka = (\n  ["client.rack", "r1"],\n  ["no.such.property", "1"]\n);\n'
+     % MAPPING, {}, '{path}:4: kafka: No such configuration property: "no.such.property"'),
+    ('mapping = "%s";\npostgres = { conninfo = "host=h password=hunter2"; };\n' % MAPPING, {},
+     "{path}:2: postgres.conninfo holds a password"),
+    ('mapping = "%s";\npostgres = { conninfo = "host=h colour=blue"; };\n' % MAPPING, {},
+     '{path}:2: postgres.conninfo: invalid connection option "colour"'),
+    ('mapping = "%s";\nneo4j = {\n  password_file = "/nonexistent/pw";\n};\n' % MAPPING, {},
+     "{path}:3: could not read /nonexistent/pw"),
+    (None, {"NEXUS_BATCH_MAX": "many"}, 'NEXUS_BATCH_MAX: "many" is not a positive integer'),
+    (None, {"NEXUS_NEO4J_PASSWORD_FILE": "/nonexistent/pw"},
+     "NEXUS_NEO4J_PASSWORD_FILE: could not read /nonexistent/pw"),
+    (None, {"NEXUS_WRITER_PASSWORD": "a", "NEXUS_WRITER_PASSWORD_FILE": "/etc/hostname"},
+     "NEXUS_WRITER_PASSWORD and NEXUS_WRITER_PASSWORD_FILE are both set"),
+    (None, {"NEXUS_NEO4J_CA_FILE": "/etc/hostname"}, "is set but the Neo4j url"),
+]
+
+
+@pytest.mark.parametrize("text,extra,message", BAD_CONFIGS,
+                         ids=["syntax", "sslmode", "kafka-pair", "kafka-property", "conninfo-password", "conninfo-option",
+                              "password-file", "env-int", "env-secret-file", "env-both",
+                              "ca-without-https"])
+def test_config_error_names_its_source_and_exits_before_any_connection(
+        tmp_path, listener, text, extra, message):
+    args = []
+    path = ""
+    if text is not None:
+        path = write(tmp_path / "worker.cfg", text)
+        args = ["--config", path]
+    env = clean_env(NEXUS_MAPPING=MAPPING, **listener.env(), **extra)
+    p = subprocess.run([worker(), *args], env=env, capture_output=True, text=True,
+                       timeout=30, cwd=ROOT)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert message.format(path=path) in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1, "one line, the reason: " + p.stderr
+    assert not listener.accepted(0.5), "the worker connected before failing"
+
+
+def test_the_listener_does_see_a_worker_that_starts(tmp_path, listener):
+    """The control for the test above: a valid configuration with the same
+    servers does connect, so 'no accept' there means something."""
+    path = write(tmp_path / "worker.cfg", 'mapping = "%s";\n' % MAPPING)
+    env = clean_env(NEXUS_MAPPING=MAPPING, NEXUS_NEO4J_PASSWORD="x", **listener.env())
+    proc = subprocess.Popen([worker(), "--config", path], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        assert listener.accepted(30), "a starting worker never connected"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_dump_config_masks_every_secret(tmp_path):
+    secrets = {name: f"S3CRET-{name}-{new_id()[:6]}" for name in
+               ("neo4j", "writer", "sasl", "sslkey", "keystore", "oauth", "pem", "filepg")}
+    neo4j_file = write(tmp_path / "neo4j.pw", secrets["neo4j"] + "\n")
+    sslkey_file = write(tmp_path / "sslkey.pw", secrets["sslkey"])
+    pg_file = write(tmp_path / "pg.pw", secrets["filepg"] + "\n")
+    cfg = write(tmp_path / "worker.cfg", f'''mapping = "{MAPPING}";
+kafka = (
+  ["bootstrap.servers", "127.0.0.1:1"],
+  ["ssl.keystore.password", "{secrets['keystore']}"],
+  ["sasl.oauthbearer.config", "{secrets['oauth']}"],
+  ["ssl.key.pem", "{secrets['pem']}"]
+);
+postgres = {{ password_file = "{pg_file}"; }};
+''')
+    env = clean_env(NEXUS_NEO4J_PASSWORD_FILE=neo4j_file,
+                    NEXUS_KAFKA_SASL_PASSWORD=secrets["sasl"],
+                    NEXUS_KAFKA_SSL_KEY_PASSWORD_FILE=sslkey_file)
+    p = dump("--config", cfg, env=env)
+    assert p.returncode == 0, p.stderr
+    for name, value in secrets.items():
+        assert value not in p.stdout, f"{name} shows in --dump-config"
+        assert value[:12] not in p.stdout + p.stderr
+    for key in ("ssl.keystore.password", "sasl.oauthbearer.config", "ssl.key.pem",
+                "sasl.password", "ssl.key.password"):
+        assert f'"{key}" = "********";' in p.stdout, p.stdout
+    assert 'password = "********"; timeout_ms' in p.stdout  # neo4j
+    assert 'password = "********"; sslmode' in p.stdout     # postgres
+    # the writer password from the environment wins over the file's, masked too
+    p = dump("--config", cfg, env=dict(env, NEXUS_WRITER_PASSWORD=secrets["writer"]))
+    assert p.returncode == 0 and secrets["writer"] not in p.stdout, p.stderr
+
+
+def test_environment_beats_the_file(tmp_path):
+    ca = write(tmp_path / "ca.crt", "not read here\n")
+    cfg = write(tmp_path / "worker.cfg", f'''mapping = "{MAPPING}";
+group_id = "from-file";
+lanes = ["normal"];
+batch = {{ max_events = 10; max_ms = 20; }};
+log = {{ level = "warn"; }};
+kafka = ( ["bootstrap.servers", "file-broker:9092"], ["client.rack", "r1"] );
+neo4j = {{ url = "http://file-neo4j:7474"; database = "filedb"; }};
+postgres = {{ conninfo = "host=file-pg port=1 dbname=filedb user=u"; sslmode = "require"; }};
+''')
+    p = dump("--config", cfg)
+    assert p.returncode == 0, p.stderr
+    for want in ('group_id = "from-file"', "max_events = 10;", 'level = "warn"',
+                 '"bootstrap.servers" = "file-broker:9092"', 'url = "http://file-neo4j:7474"',
+                 'conninfo = "host=file-pg port=1', 'sslmode = "require"'):
+        assert want in p.stdout, (want, p.stdout)
+    env = clean_env(NEXUS_GROUP_ID="from-env", NEXUS_BATCH_MAX="77", NEXUS_LOG_LEVEL="debug",
+                    NEXUS_KAFKA_BOOTSTRAP="env-broker:9093", NEXUS_NEO4J_URL="https://env-neo4j:7473",
+                    NEXUS_NEO4J_DB="envdb", NEXUS_PG_HOST="env-pg", NEXUS_PG_PORT="2",
+                    NEXUS_PG_SSLMODE="verify-full", NEXUS_PG_SSLROOTCERT=ca,
+                    NEXUS_NEO4J_CA_FILE=ca)
+    p = dump("--config", cfg, env=env)
+    assert p.returncode == 0, p.stderr
+    for want in ('group_id = "from-env"', "max_events = 77; max_ms = 20;", 'level = "debug"',
+                 '"bootstrap.servers" = "env-broker:9093"', '"client.rack" = "r1"',
+                 'url = "https://env-neo4j:7473"; database = "envdb"', "host=env-pg port=2",
+                 'sslmode = "verify-full"', f'sslrootcert = "{ca}"', f'ca_file = "{ca}"'):
+        assert want in p.stdout, (want, p.stdout)
+    assert "file-broker" not in p.stdout and "file-neo4j" not in p.stdout
+
+
+@pytest.mark.parametrize("content,reason", [("", "is empty"), ("x" * 300, "is longer than")],
+                         ids=["empty", "too-long"])
+def test_a_bad_secret_file_is_refused_not_cut(tmp_path, content, reason):
+    pw = write(tmp_path / "pw", content)
+    p = dump(env=clean_env(NEXUS_NEO4J_PASSWORD_FILE=pw))
+    assert p.returncode == 2 and reason in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("source", ["env", "file"])
+def test_secrets_from_files_reach_the_servers(nx, project, tmp_path, source):
+    """Both passwords only in files (NEXUS_*_PASSWORD_FILE, or the config's
+    password_file): a worker still logs in to Neo4j and PostgreSQL and syncs
+    a new row, write-back included."""
+    neo4j_pw = write(tmp_path / "neo4j.pw", nx.env["NEXUS_NEO4J_PASSWORD"] + "\n")
+    pg_pw = write(tmp_path / "pg.pw", nx.env["NEXUS_WRITER_PASSWORD"] + "\n")
+    os.chmod(neo4j_pw, 0o600)
+    os.chmod(pg_pw, 0o600)
+    env = nx.worker_env(NEXUS_GROUP_ID=f"cfg-secret-{new_id()[:8]}")
+    for name in ("NEXUS_NEO4J_PASSWORD", "NEXUS_WRITER_PASSWORD"):
+        env.pop(name, None)
+        env.pop(name + "_FILE", None)
+    args = []
+    if source == "env":
+        env.update(NEXUS_NEO4J_PASSWORD_FILE=neo4j_pw, NEXUS_WRITER_PASSWORD_FILE=pg_pw)
+    else:
+        args = ["--config", write(tmp_path / "worker.cfg",
+                                  f'neo4j = {{ password_file = "{neo4j_pw}"; }};\n'
+                                  f'postgres = {{ password_file = "{pg_pw}"; }};\n')]
+    tid = new_id()
+    nx.psql(f"INSERT INTO tags (id, project_id, tenant_id, name) VALUES "
+            f"('{tid}', '{project['project']}', '{project['tenant']}', 'secret-{source}')")
+    w = Worker(nx, "tag", str(tmp_path / "w"), env["NEXUS_GROUP_ID"])
+    w.proc = subprocess.Popen([worker(), *args], env=dict(env, NEXUS_STATS_DIR=w.dir),
+                              stdout=open(w.log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_until(lambda: nx.scalar(f"SELECT sync_status FROM tags WHERE id = '{tid}'") == "SUCCESS",
+                   180, 0.5, "the row synced and written back")
+        assert nx.cypher_value("MATCH (t:Tag {id: $id}) RETURN count(t)", {"id": tid}) == 1
+    finally:
+        assert w.stop() == 0, w.log_text()[-3000:]
