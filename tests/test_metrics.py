@@ -131,18 +131,18 @@ def promtool(*args, input=None):
 # --- the worker's endpoints ---------------------------------------------------
 
 def test_scrape_counts_a_known_number_of_inserts(nx, project, mw):
-    """25 inserted tags move the counters by exactly 25 applied changes,
-    their write-back echoes by 25 skipped events, 50 consumed; lag returns
-    to 0; histograms count every batch and every applied change; the scrape
+    """25 inserted tags move the applied counter by exactly 25; every other
+    consumed event (write-back echoes) is counted as skipped; lag returns to
+    0; histograms count every batch and every applied change; the scrape
     passes `promtool check metrics`, and the JSON stats file agrees."""
     n = 25
     before = mw.samples()
     assert total(before, "nexus_lane_lag_messages", lane="normal") == 0
     ids = new_tags(nx, project, n, "metrics")
     wait_until(lambda: applied_in_neo4j(nx, ids) == n, 120, what="tags in Neo4j")
-    wait_until(lambda: total(mw.samples(), "nexus_events_consumed_total", lane="normal")
-               - total(before, "nexus_events_consumed_total", lane="normal") >= 2 * n, 120,
-               what="the inserts and their write-back echoes consumed")
+    wait_until(lambda: total(mw.samples(), "nexus_events_applied_total", lane="normal")
+               - total(before, "nexus_events_applied_total", lane="normal") >= n, 120,
+               what="the inserts counted as applied")
     mw.wait_caught_up(timeout=120)
     text = mw.scrape()
     after = parse(text)
@@ -151,15 +151,16 @@ def test_scrape_counts_a_known_number_of_inserts(nx, project, mw):
         return total(after, name, **labels) - total(before, name, **labels)
 
     assert delta("nexus_events_applied_total", worker="tag", lane="normal") == n
-    assert delta("nexus_events_consumed_total", lane="normal") == 2 * n
-    assert delta("nexus_events_skipped_total", lane="normal") == n, "one write-back echo per row"
+    consumed = delta("nexus_events_consumed_total", lane="normal")
+    assert consumed >= n
+    assert delta("nexus_events_skipped_total", lane="normal") == consumed - n, "the rest are echoes"
     assert delta("nexus_events_dlq_total", lane="normal") == 0
     assert delta("nexus_writeback_rows_total") == n
     assert delta("nexus_sync_latency_seconds_count", lane="normal") == n
     batches = delta("nexus_batches_total")
     assert batches >= 1
     assert delta("nexus_batch_size_events_count") == batches
-    assert delta("nexus_batch_size_events_sum") == 2 * n, "every consumed message was in a batch"
+    assert delta("nexus_batch_size_events_sum") == consumed, "every consumed message was in a batch"
     assert delta("nexus_neo4j_commit_seconds_count") >= 1
     assert delta("nexus_pg_writeback_seconds_count") >= 1
     assert delta("nexus_neo4j_transactions_total") >= 1
