@@ -7,7 +7,7 @@ CFLAGS  ?= -O2 -g
 # Always on, whatever CFLAGS the command line gives (make asan sets it).
 NS_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 \
              -Wno-format-nonliteral -Icommon -MMD -MP
-LDLIBS  += -lrdkafka -lpq -lcurl -lcjson -lconfig -lm
+LDLIBS  += -lrdkafka -lpq -lcurl -lcjson -lconfig -lmicrohttpd -lpthread -lm
 
 BUILD   ?= build
 BIN     ?= bin

@@ -523,6 +523,21 @@ static enum ns_err load_file(struct config *cfg, const char *path,
     err = load_file_secrets(cfg, &lc, path, errstr, errstr_size);
     if (!err)
         err = load_file_tls(cfg, &lc, path, errstr, errstr_size);
+    if (err)
+        goto cleanup;
+    if (config_lookup_int(&lc, "metrics.port", &n)) {
+        if (n < 0 || n > 65535) {
+            s = config_lookup(&lc, "metrics.port");
+            snprintf(errstr, errstr_size, "%s:%d: metrics.port %d is not "
+                     "0 (off) or a TCP port", path,
+                     config_setting_source_line(s), n);
+            err = NS_ERR_CONFIG;
+            goto cleanup;
+        }
+        cfg->metrics_port = n;
+    }
+    if (config_lookup_string(&lc, "metrics.bind", &str))
+        copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), str);
 
 cleanup:
     config_destroy(&lc);
@@ -565,6 +580,22 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
     v = env_value("NEXUS_LOG_JSON");
     if (v)
         cfg->log_json = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+    v = env_value("NEXUS_METRICS_PORT");
+    if (v) {
+        char *end;
+        long port = strtol(v, &end, 10);
+        if (*end || port < 0 || port > 65535) {
+            snprintf(errstr, errstr_size, "NEXUS_METRICS_PORT: \"%s\" is not "
+                     "0 (off) or a TCP port", v);
+            return NS_ERR_CONFIG;
+        }
+        cfg->metrics_port = (int)port;
+    }
+    v = env_value("NEXUS_METRICS_BIND");
+    if (v && !copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), v)) {
+        snprintf(errstr, errstr_size, "NEXUS_METRICS_BIND is too long");
+        return NS_ERR_CONFIG;
+    }
     v = env_value("NEXUS_KAFKA_BOOTSTRAP");
     if (v) {
         err = set_kafka_prop(cfg, "bootstrap.servers", v, errstr, errstr_size);
@@ -626,6 +657,7 @@ enum ns_err config_load(struct config *cfg, const char *path,
     copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), "neo4j");
     copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), "neo4j");
     cfg->neo4j_timeout_ms = 60000;
+    copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), "0.0.0.0");
     snprintf(cfg->pg_conninfo, sizeof(cfg->pg_conninfo),
              "host=127.0.0.1 port=5432 dbname=contextnexus user=nexus_writer "
              "application_name=nexus-%s connect_timeout=5", worker);
@@ -744,6 +776,8 @@ void config_dump(const struct config *cfg, FILE *f)
             cfg->neo4j_ca_file, cfg->pg_conninfo,
             cfg->pg_password[0] ? "********" : "", cfg->pg_sslmode,
             cfg->pg_sslrootcert);
+    fprintf(f, "metrics = { port = %d; bind = \"%s\"; };\n", cfg->metrics_port,
+            cfg->metrics_bind);
 }
 
 void config_free(struct config *cfg)

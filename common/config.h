@@ -19,6 +19,7 @@
  * A password may come from a file instead (neo4j.password_file,
  * postgres.password_file); conninfo may not hold one. ca_file needs an
  * https url; sslrootcert needs sslmode verify-ca or verify-full.
+ *   metrics = { port = 9400; bind = "0.0.0.0"; };  # port 0: no HTTP
  * Environment (wins over the file): NEXUS_MAPPING, NEXUS_GROUP_ID,
  * NEXUS_LANES (comma list), NEXUS_BATCH_MAX, NEXUS_BATCH_MS,
  * NEXUS_LOG_LEVEL, NEXUS_LOG_JSON, NEXUS_KAFKA_BOOTSTRAP, NEXUS_NEO4J_URL,
@@ -26,7 +27,8 @@
  * NEXUS_PG_HOST, NEXUS_PG_PORT, NEXUS_PG_DB, NEXUS_WRITER_USER,
  * NEXUS_WRITER_PASSWORD, NEXUS_KAFKA_SASL_PASSWORD (sasl.password),
  * NEXUS_KAFKA_SSL_KEY_PASSWORD (ssl.key.password), NEXUS_PG_SSLMODE,
- * NEXUS_PG_SSLROOTCERT, NEXUS_NEO4J_CA_FILE. Every secret (*_PASSWORD) may
+ * NEXUS_PG_SSLROOTCERT, NEXUS_NEO4J_CA_FILE, NEXUS_METRICS_PORT,
+ * NEXUS_METRICS_BIND. Every secret (*_PASSWORD) may
  * instead be read from the file named by *_PASSWORD_FILE; setting both is
  * an error.
  */
@@ -66,6 +68,8 @@ struct config {
     char pg_sslmode[16];
     char pg_sslrootcert[512];
     char neo4j_ca_file[512];
+    int metrics_port;                /* /metrics, /healthz, /readyz; 0 off */
+    char metrics_bind[64];
 };
 
 /*

@@ -15,6 +15,7 @@
 #include "cypher.h"
 #include "dlq.h"
 #include "event.h"
+#include "httpd.h"
 #include "log.h"
 #include "metrics.h"
 #include "neo4j.h"
@@ -35,6 +36,8 @@ struct item {
     const struct mapping_table *tbl;  /* known table, for FAILED write-back */
     char keys[2][64];
     int has_keys;
+    int64_t source_ts_ms;           /* source.ts_ms, for the sync latency:
+                                       ev is freed before the round trip */
 };
 
 struct consumer {
@@ -46,6 +49,8 @@ struct consumer {
     struct neo4j_client *nc;
     struct pg_status *ps;
     struct metrics metrics;
+    struct httpd *httpd;            /* NULL when metrics.port is 0 */
+    uint64_t batch_lanes[LANE__COUNT]; /* messages of the batch per lane */
     char stats_path[512];
     int64_t last_stats_ms;
     int64_t lane_seen_ms[LANE__COUNT];
@@ -80,6 +85,34 @@ static int topic_lane(const struct consumer *c, const char *topic)
 
 static void write_stats(struct consumer *c, int force);
 
+/* Client-wide errors of the consumer (served by rd_kafka_consumer_poll on
+ * the loop's thread): logged in our format; losing every broker makes the
+ * worker not ready until they answer again (see write_stats). */
+static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason,
+                           void *opaque)
+{
+    struct consumer *c = opaque;
+
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        metrics_target_seen(&c->metrics, METRICS_KAFKA, 0);
+    log_msg(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN,
+            "kafka consumer: %s: %s",
+            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+/* librdkafka's own log lines, in our format (JSON lines too); called from
+ * its threads, which log.c allows. */
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                         const char *buf)
+{
+    enum log_level lvl = log_level_from_syslog(level);
+
+    (void)rk;
+    if (log_enabled(lvl))
+        log_msg(lvl, "rdkafka %s: %s", fac, buf);
+}
+
 static rd_kafka_topic_partition_list_t *assignment(struct consumer *c)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -100,8 +133,11 @@ static void stash(struct consumer *c, rd_kafka_message_t *m)
         rd_kafka_message_t **grown = realloc(c->pending, cap * sizeof(*grown));
 
         if (!grown) {
+            char key[128];
             log_event(LOG_ERROR, rd_kafka_topic_name(m->rkt), m->partition,
-                      m->offset, NULL, "out of memory for the backlog; "
+                      m->offset, log_key_text(m->key, m->key_len, key,
+                                              sizeof(key)),
+                      "out of memory for the backlog; "
                       "stopping without committing past this message");
             rd_kafka_message_destroy(m);
             c->out_of_memory = 1;
@@ -155,11 +191,26 @@ static void write_stats(struct consumer *c, int force)
     int64_t now = metrics_now_ms();
     rd_kafka_topic_partition_list_t *parts;
     int64_t lag[LANE__COUNT] = {0};
+    struct metrics_partition *plag = NULL;
+    size_t nplag = 0;
 
-    if (!c->stats_path[0] || (!force && now - c->last_stats_ms < STATS_EVERY_MS))
+    metrics_heartbeat(&c->metrics);
+    if ((!c->stats_path[0] && !c->httpd) ||
+        (!force && now - c->last_stats_ms < STATS_EVERY_MS))
         return;
     c->last_stats_ms = now;
+    if (c->metrics.down[METRICS_KAFKA]) {
+        /* nothing tells us when the brokers are back: ask for metadata */
+        const struct rd_kafka_metadata *md = NULL;
+        if (rd_kafka_metadata(c->rk, 0, NULL, &md, 1000) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            metrics_target_seen(&c->metrics, METRICS_KAFKA, 1);
+            rd_kafka_metadata_destroy(md);
+        }
+    }
     parts = assignment(c);
+    if (parts && parts->cnt)
+        plag = calloc((size_t)parts->cnt, sizeof(*plag));
     if (parts && parts->cnt) {
         rd_kafka_position(c->rk, parts);
         /* Before the first message of a partition its position is unknown:
@@ -178,13 +229,28 @@ static void write_stats(struct consumer *c, int force)
                                                &lo, &hi))
                 continue;
             lag[lane] += tp->offset >= 0 ? hi - tp->offset : hi - lo;
+            if (plag) {
+                struct metrics_partition *pl = &plag[nplag++];
+                snprintf(pl->topic, sizeof(pl->topic), "%s", tp->topic);
+                pl->partition = tp->partition;
+                pl->lane = lane;
+                pl->lag = tp->offset >= 0 ? hi - tp->offset : hi - lo;
+                if (pl->lag < 0)
+                    pl->lag = 0;
+            }
         }
     }
+    if ((parts && parts->cnt && !plag) ||
+        metrics_partitions_set(&c->metrics, plag, nplag,
+                               parts ? parts->cnt : 0))
+        log_msg(LOG_WARN, "could not record partition lag: out of memory");
+    free(plag);
     for (int l = 0; l < LANE__COUNT; l++)
         c->metrics.lanes[l].lag = lag[l] > 0 ? lag[l] : 0;
     if (parts)
         rd_kafka_topic_partition_list_destroy(parts);
-    if (metrics_write_file(&c->metrics, c->cfg->worker, c->stats_path))
+    if (c->stats_path[0] &&
+        metrics_write_file(&c->metrics, c->cfg->worker, c->stats_path))
         log_msg(LOG_WARN, "could not write stats file %s", c->stats_path);
 }
 
@@ -309,6 +375,7 @@ static void collect(struct consumer *c)
         }
         if (!c->msg_count)
             deadline = metrics_now_ms() + c->cfg->batch_max_ms;
+        metrics_target_seen(&c->metrics, METRICS_KAFKA, 1);
         add_to_batch(c, m);
     }
 }
@@ -344,6 +411,7 @@ static size_t prepare(struct consumer *c, struct item *items,
 {
     size_t nch = 0;
 
+    memset(c->batch_lanes, 0, sizeof(c->batch_lanes));
     for (size_t i = 0; i < c->msg_count; i++) {
         struct item *it = &items[i];
         rd_kafka_message_t *m = c->msgs[i];
@@ -357,6 +425,7 @@ static size_t prepare(struct consumer *c, struct item *items,
         if (it->lane < 0)
             it->lane = LANE_LOW;
         c->metrics.lanes[it->lane].consumed++;
+        c->batch_lanes[it->lane]++;
         if (event_is_tombstone(m->payload, m->len)) {
             c->metrics.lanes[it->lane].skipped++;
             continue;
@@ -366,6 +435,7 @@ static size_t prepare(struct consumer *c, struct item *items,
             item_dead(it, err, why);
             continue;
         }
+        it->source_ts_ms = it->ev->ts_ms;
         it->tbl = mapping_find(c->map, it->ev->table);
         if (!it->tbl || strcmp(it->tbl->worker, c->cfg->worker) != 0) {
             snprintf(why, sizeof(why), "table %.100s is not mapped to worker "
@@ -432,10 +502,15 @@ static enum ns_err write_back(struct consumer *c, struct item *items,
         n++;
     }
     for (int attempt = 0; n; attempt++) {
+        int64_t t0 = metrics_now_ms();
         err = pg_status_write(c->ps, rows, n, errstr, sizeof(errstr));
+        metrics_hist_observe(&c->metrics.pg_seconds,
+                             (double)(metrics_now_ms() - t0) / 1000.0);
+        metrics_target_seen(&c->metrics, METRICS_PG,
+                            err != NS_ERR_PG_TRANSIENT);
         if (err != NS_ERR_PG_TRANSIENT)
             break;
-        c->metrics.pg_retries++;
+        metrics_retry(&c->metrics, METRICS_PG, c->batch_lanes);
         char what[600];
         snprintf(what, sizeof(what), "could not write sync status to "
                  "PostgreSQL: %s", errstr);
@@ -478,18 +553,28 @@ static enum ns_err send_dead_letters(struct consumer *c, struct item *items)
             src.value = it->msg->payload;
             src.value_len = it->msg->len;
             src.headers = hdrs;
-            if (attempt == 0)
+            if (attempt == 0) {
+                /* the entity key when known, else the message's key */
+                char key[160];
+                if (it->has_keys)
+                    snprintf(key, sizeof(key), "%s%s%s", it->keys[0],
+                             it->keys[1][0] ? "/" : "", it->keys[1]);
+                else
+                    log_key_text(it->msg->key, it->msg->key_len, key,
+                                 sizeof(key));
                 log_event(LOG_WARN, src.topic, src.partition, src.offset,
-                          it->has_keys ? it->keys[0] : NULL,
+                          it->has_keys || it->msg->key_len ? key : NULL,
                           "event sent to the DLQ: %s", it->reason);
+            }
             err = dlq_send(c->dlq, &src, it->error_class, it->reason, errstr,
                            sizeof(errstr));
         }
         if (!err && any)
             err = dlq_flush(c->dlq, 30000, errstr, sizeof(errstr));
+        metrics_target_seen(&c->metrics, METRICS_KAFKA, !err);
         if (!err)
             break;
-        c->metrics.kafka_retries++;
+        metrics_retry(&c->metrics, METRICS_KAFKA, c->batch_lanes);
         char what[600];
         snprintf(what, sizeof(what), "could not send to the DLQ: %s", errstr);
         if (backoff(c, attempt, what))
@@ -557,13 +642,18 @@ static enum ns_err process_batch(struct consumer *c)
                             sizeof(errstr));
         c->metrics.neo4j_ms_total += (double)(metrics_now_ms() - t1);
         c->metrics.neo4j_transactions += st.transactions;
+        if (nch)
+            metrics_hist_observe(&c->metrics.neo4j_seconds,
+                                 (double)(metrics_now_ms() - t1) / 1000.0);
+        metrics_target_seen(&c->metrics, METRICS_NEO4J,
+                            !ns_err_is_retriable(err));
         if (!err)
             break;
         if (!ns_err_is_retriable(err)) {
             log_msg(LOG_ERROR, "could not apply batch: %s", errstr);
             goto cleanup;
         }
-        c->metrics.neo4j_retries++;
+        metrics_retry(&c->metrics, METRICS_NEO4J, c->batch_lanes);
         char what[1200];
         snprintf(what, sizeof(what), "could not commit to Neo4j: %s", errstr);
         if (backoff(c, attempt, what)) {
@@ -582,6 +672,7 @@ static enum ns_err process_batch(struct consumer *c)
             it->has_keys = 1;
         } else if (results[i].status == APPLY_APPLIED) {
             c->metrics.lanes[it->lane].applied++;
+            metrics_sync_observe(&c->metrics, it->lane, it->source_ts_ms);
         } else {
             c->metrics.lanes[it->lane].skipped++;
         }
@@ -598,6 +689,7 @@ static enum ns_err process_batch(struct consumer *c)
         goto cleanup;
     commit_offsets(c);
     c->metrics.batches++;
+    metrics_hist_observe(&c->metrics.batch_size, (double)c->msg_count);
     c->metrics.last_batch_ms = (double)(metrics_now_ms() - t0);
     log_msg(LOG_DEBUG, "batch of %zu messages, %zu changes applied in %.0f ms",
             c->msg_count, nch, c->metrics.last_batch_ms);
@@ -644,6 +736,8 @@ static enum ns_err ensure_schema(struct consumer *c, char *errstr,
             err = neo4j_run(c->nc, &s, 1, NULL, NULL, why, sizeof(why));
         }
         free(copy);
+        metrics_target_seen(&c->metrics, METRICS_NEO4J,
+                            !ns_err_is_retriable(err));
         if (!err)
             break;
         if (!ns_err_is_retriable(err)) {
@@ -689,7 +783,18 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     c->map = map;
     c->stop = stop;
     c->paused_below = LANE__COUNT;
-    c->metrics.started_ms = metrics_now_ms();
+    err = metrics_init(&c->metrics, cfg->lanes);
+    if (err)
+        goto cleanup;
+    if (cfg->metrics_port) {
+        /* the longest turn of a healthy loop: a Neo4j request that times
+         * out, then the write-back and the DLQ flush */
+        err = httpd_start(cfg->metrics_bind, cfg->metrics_port, &c->metrics,
+                          cfg->worker, 2 * (int64_t)cfg->neo4j_timeout_ms +
+                          30000, &c->httpd, errstr, errstr_size);
+        if (err)
+            goto cleanup;
+    }
     c->cap = (size_t)cfg->batch_max_events * 4 + 16;
     c->msgs = calloc(c->cap, sizeof(*c->msgs));
     c->pending_cap = c->cap;
@@ -723,6 +828,9 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
             err = NS_ERR_CONFIG;
             goto cleanup;
         }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     if (rd_kafka_conf_set(conf, "group.id", cfg->group_id, kerr,
                           sizeof(kerr)) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", kerr,
@@ -836,6 +944,7 @@ void consumer_free(struct consumer *c)
 {
     if (!c)
         return;
+    httpd_free(c->httpd); /* first: its thread reads the metrics */
     drop_batch(c);
     for (size_t i = 0; i < c->pending_count; i++)
         rd_kafka_message_destroy(c->pending[i]);
@@ -848,5 +957,6 @@ void consumer_free(struct consumer *c)
     pg_status_free(c->ps);
     free(c->msgs);
     free(c->pending);
+    metrics_destroy(&c->metrics);
     free(c);
 }

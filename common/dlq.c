@@ -62,6 +62,7 @@ static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
     char topic[256];
     char partition[24];
     char offset[24];
+    char key[128];
 
     (void)rk;
     if (!rkm->err) {
@@ -82,7 +83,8 @@ static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
                    sizeof(partition));
     dlq_header_str(hdrs, "nexus.source.offset", offset, sizeof(offset));
     log_event(LOG_WARN, topic[0] ? topic : NULL, (int32_t)atol(partition),
-              atoll(offset), NULL,
+              atoll(offset), log_key_text(rkm->key, rkm->key_len, key,
+                                          sizeof(key)),
               "could not deliver dead letter to %s: %s%s", dlq->topic,
               rd_kafka_err2str(rkm->err),
               gen == dlq->gen ? "" : " (batch already given up)");
@@ -102,8 +104,7 @@ static void dlq_error_cb(rd_kafka_t *rk, int err, const char *reason,
 static void dlq_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                        const char *buf)
 {
-    enum log_level lvl = level <= 2 ? LOG_ERROR : level <= 4 ? LOG_WARN :
-                         level <= 6 ? LOG_INFO : LOG_DEBUG;
+    enum log_level lvl = log_level_from_syslog(level);
 
     (void)rk;
     if (log_enabled(lvl))

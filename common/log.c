@@ -27,6 +27,13 @@ int log_level_parse(const char *s)
     return -1;
 }
 
+enum log_level log_level_from_syslog(int level)
+{
+    /* librdkafka logs a failed connection at 3 (err): retried, so warn */
+    return level <= 2 ? LOG_ERROR : level <= 4 ? LOG_WARN :
+           level <= 6 ? LOG_INFO : LOG_DEBUG;
+}
+
 int log_enabled(enum log_level level)
 {
     return level <= log_max_level;
@@ -59,6 +66,8 @@ static void log_write(enum log_level level, const char *topic,
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 
+    /* the HTTP server's thread logs too: keep each line whole */
+    flockfile(stderr);
     if (log_json) {
         fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"proc\":\"",
                 ts, now.tv_nsec / 1000000, level_names[level]);
@@ -88,6 +97,7 @@ static void log_write(enum log_level level, const char *topic,
             fprintf(stderr, " key=%s", key);
         fputc('\n', stderr);
     }
+    funlockfile(stderr);
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
@@ -99,6 +109,18 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     log_write(level, NULL, 0, 0, NULL, fmt, ap);
     va_end(ap);
+}
+
+const char *log_key_text(const void *key, size_t len, char *buf,
+                         size_t size)
+{
+    if (!key || !len || !size)
+        return NULL;
+    if (len >= size)
+        len = size - 1;
+    memcpy(buf, key, len);
+    buf[len] = '\0';
+    return buf;
 }
 
 void log_event(enum log_level level, const char *topic, int32_t partition,

@@ -9,6 +9,7 @@
 #ifndef NS_LOG_H
 #define NS_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
@@ -18,6 +19,9 @@ void log_setup(enum log_level level, int json, const char *name);
 
 /* Parse "error", "warn", "info", "debug"; -1 when unknown. */
 int log_level_parse(const char *s);
+
+/* Our level for a syslog level (0 emerg .. 7 debug), as librdkafka logs. */
+enum log_level log_level_from_syslog(int level);
 
 /* Non-zero when a message at this level would be written. */
 int log_enabled(enum log_level level);
@@ -30,5 +34,13 @@ void log_msg(enum log_level level, const char *fmt, ...)
 void log_event(enum log_level level, const char *topic, int32_t partition,
                int64_t offset, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+
+/*
+ * A Kafka message key (len bytes, not NUL-terminated; may be NULL) as text
+ * for log_event(), in the caller's buf, cut to fit. Returns buf, or NULL
+ * when there is no key.
+ */
+const char *log_key_text(const void *key, size_t len, char *buf,
+                         size_t size);
 
 #endif

@@ -24,7 +24,8 @@ static void usage(FILE *f, const char *prog, const char *worker,
                   const char *description)
 {
     fprintf(f,
-            "usage: %s [--config FILE] [--dump-config] [--help] [--version]\n"
+            "usage: %s [--config FILE] [--log-level LEVEL] [--log-json]\n"
+            "          [--dump-config] [--help] [--version]\n"
             "\n"
             "nexus-sync worker \"%s\": %s.\n"
             "Consumes its lane topics, applies the changes to Neo4j, writes\n"
@@ -32,6 +33,10 @@ static void usage(FILE *f, const char *prog, const char *worker,
             "to the DLQ topic.\n"
             "\n"
             "  --config FILE   libconfig settings file (see deploy/worker.cfg)\n"
+            "  --log-level LEVEL\n"
+            "                  error, warn, info or debug (wins over the\n"
+            "                  file and NEXUS_LOG_LEVEL)\n"
+            "  --log-json      log JSON lines (as NEXUS_LOG_JSON=1)\n"
             "  --dump-config   print the effective settings, secrets masked\n"
             "  --version       print the version and exit\n"
             "\n"
@@ -43,7 +48,7 @@ int worker_main(int argc, char **argv, const char *worker,
                 const char *description)
 {
     const char *config_path = NULL;
-    int dump = 0, rc = 1;
+    int dump = 0, rc = 1, log_level = -1, log_json = 0;
     struct config cfg;
     struct mapping *map = NULL;
     struct consumer *c = NULL;
@@ -61,6 +66,15 @@ int worker_main(int argc, char **argv, const char *worker,
             return 0;
         } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             config_path = argv[++i];
+        } else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
+            log_level = log_level_parse(argv[++i]);
+            if (log_level < 0) {
+                fprintf(stderr, "%s_worker: --log-level: unknown level "
+                        "\"%s\"\n", worker, argv[i]);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--log-json") == 0) {
+            log_json = 1;
         } else if (strcmp(argv[i], "--dump-config") == 0) {
             dump = 1;
         } else {
@@ -74,6 +88,11 @@ int worker_main(int argc, char **argv, const char *worker,
         return 2;
     }
     have_cfg = 1;
+    /* the command line wins over the file and the environment */
+    if (log_level >= 0)
+        cfg.log_level = log_level;
+    if (log_json)
+        cfg.log_json = 1;
     log_setup((enum log_level)cfg.log_level, cfg.log_json, worker);
     if (mapping_load(cfg.mapping_path, &map, errstr, sizeof(errstr)) ||
         config_resolve_lanes(&cfg, map, errstr, sizeof(errstr))) {

@@ -144,9 +144,15 @@ static int cmd_sync_sql(const struct mapping *map)
         fputs("GRANT SELECT (", stdout);
         for (size_t k = 0; k < tbl->key_count; k++)
             printf("%s, ", tbl->key_columns[k]);
-        /* sync_attempts is read by "sync_attempts + 1" */
-        printf("%s, %s) ON %s.%s TO %s;\n", map->sync.version,
-               map->sync.attempts, schema, tbl->table, writer);
+        /* sync_attempts is read by "sync_attempts + 1"; status, error and
+         * the element id by the write-back's "already SUCCESS" test */
+        printf("%s, %s, %s, %s", map->sync.version, map->sync.attempts,
+               map->sync.status, map->sync.error);
+        if (tbl->node_id_column)
+            printf(", %s", tbl->node_id_column);
+        if (tbl->rel_id_column)
+            printf(", %s", tbl->rel_id_column);
+        printf(") ON %s.%s TO %s;\n", schema, tbl->table, writer);
         /* nexus-verify reads every mapped column (least privilege: no
          * other column, no write) */
         printf("GRANT SELECT (%s", map->sync.version);
