@@ -975,13 +975,16 @@ void consumer_free(struct consumer *c)
 {
     if (!c)
         return;
+    /* Leave the group first: the revoke callback runs in there and still
+     * looks at the batch and the stash. Messages go before the handle. */
+    if (c->rk)
+        rd_kafka_consumer_close(c->rk);
     drop_batch(c);
     for (size_t i = 0; i < c->pending_count; i++)
         rd_kafka_message_destroy(c->pending[i]);
-    if (c->rk) {
-        rd_kafka_consumer_close(c->rk);
+    c->pending_count = 0;
+    if (c->rk)
         rd_kafka_destroy(c->rk);
-    }
     dlq_free(c->dlq);
     neo4j_client_free(c->nc);
     pg_status_free(c->ps);

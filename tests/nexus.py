@@ -180,6 +180,55 @@ class Worker:
             return f.read()
 
 
+def run_tool(nx, name, *args, timeout=120):
+    """Run bin/NAME ARGS with the stack's settings; the CompletedProcess."""
+    return subprocess.run([os.path.join(BIN, name), *args], env=nx.worker_env(), capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def graph_dump(nx, project_id):
+    """Everything under one project, as sorted text, for comparisons."""
+    rows = nx.cypher("""
+        MATCH (p:Project {id: $id})-[*0..3]-(n) WITH DISTINCT n
+        OPTIONAL MATCH (n)-[r]->(m)
+        RETURN labels(n) AS l, properties(n) AS p, type(r) AS t,
+               CASE WHEN r IS NULL THEN null ELSE properties(r) END AS rp, m.id AS m""", {"id": project_id})
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
+
+
+def canonical_dump(nx, tenant=None, tombstone_keys=()):
+    """The graph as sorted text lines: every node (labels, properties) and
+    every relationship (type, both ends by label and key, properties).
+    Element ids are left out, so a rebuilt graph compares equal. With
+    tenant: only what hangs under that Tenant node (its parent chains, up
+    to 6 levels), the relationships among those nodes and the tombstones
+    named in tombstone_keys."""
+    if tenant is None:
+        nodes = nx.cypher("MATCH (n) RETURN labels(n) AS l, properties(n) AS p", timeout=600)
+        rels = nx.cypher("MATCH (a)-[r]->(b) RETURN labels(a) AS al, coalesce(a.id, a.key) AS a, type(r) AS t, "
+                         "properties(r) AS p, labels(b) AS bl, coalesce(b.id, b.key) AS b", timeout=600)
+    else:
+        scope = "MATCH (t:Tenant {id: $t}) MATCH (t)-[*0..6]->(n) WITH DISTINCT n "
+        nodes = nx.cypher(scope + "RETURN labels(n) AS l, properties(n) AS p", {"t": tenant})
+        nodes += nx.cypher("MATCH (n:NexusTombstone) WHERE n.key IN $k RETURN labels(n) AS l, properties(n) AS p",
+                           {"k": list(tombstone_keys)})
+        rels = nx.cypher(scope + "WITH collect(n) AS ns UNWIND ns AS a MATCH (a)-[r]->(b) WHERE b IN ns "
+                         "RETURN labels(a) AS al, a.id AS a, type(r) AS t, properties(r) AS p, "
+                         "labels(b) AS bl, b.id AS b", {"t": tenant})
+    return sorted(["node " + json.dumps(r, sort_keys=True) for r in nodes] +
+                  ["rel " + json.dumps(r, sort_keys=True) for r in rels])
+
+
+def empty_graph(nx):
+    """Delete every node and relationship of the graph in chunks, and drop
+    every constraint: Neo4j as a fresh database. Workers recreate their
+    constraints when they start."""
+    while nx.cypher_value("MATCH (n) WITH n LIMIT 20000 DETACH DELETE n RETURN count(*)"):
+        pass
+    for row in nx.cypher("SHOW CONSTRAINTS YIELD name RETURN name"):
+        nx.cypher(f"DROP CONSTRAINT `{row['name']}` IF EXISTS")
+
+
 class Proxy:
     """A TCP forwarder on loopback that a test can cut and restore, to play
     a server outage without touching the shared stack. While down it
