@@ -186,6 +186,51 @@ def run_tool(nx, name, *args, timeout=120):
                           text=True, timeout=timeout, cwd=ROOT)
 
 
+def worker_topics(nx, worker):
+    """The lane topics of one worker, from bin/nexus-schema topics."""
+    p = run_tool(nx, "nexus-schema", "topics")
+    assert p.returncode == 0, p.stderr
+    return [t for t in p.stdout.split() if t.endswith("." + worker)]
+
+
+def end_offsets(nx, topics):
+    """{(topic, partition): high watermark}."""
+    args = []
+    for t in topics:
+        for p in range(int(nx.env.get("NEXUS_TOPIC_PARTITIONS", "4"))):
+            args += ["-t", f"{t}:{p}:-1"]
+    ends = {}
+    for line in nx.kcat("-Q", *args).splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[-2] == "offset":
+            ends[(f[0], int(f[1].strip("[]")))] = int(f[-1])
+    return ends
+
+
+def committed_offsets(nx, worker, group):
+    """{(topic, partition): committed offset or None}, by nexus-replay."""
+    p = run_tool(nx, "nexus-replay", "--worker", worker, "--group", group, "--save", "-")
+    assert p.returncode == 0, p.stderr
+    return {(o["topic"], o["partition"]): o["offset"] for o in json.loads(p.stdout)["offsets"]}
+
+
+def group_caught_up(nx, worker, group):
+    """The group has committed every message of the worker's topics, and
+    still has after a short pause (the write-back echoes come after)."""
+    for _ in range(2):
+        ends = end_offsets(nx, worker_topics(nx, worker))
+        done = committed_offsets(nx, worker, group)
+        if any((done.get(k) or 0) < v for k, v in ends.items()):
+            return False
+        time.sleep(1.0)
+    return True
+
+
+def wait_group_caught_up(nx, worker, group, timeout=600):
+    wait_until(lambda: group_caught_up(nx, worker, group), timeout, interval=1.0,
+               what=f"group {group} committed everything of {worker}")
+
+
 def graph_dump(nx, project_id):
     """Everything under one project, as sorted text, for comparisons."""
     rows = nx.cypher("""

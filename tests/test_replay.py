@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from nexus import (new_id as U, Worker, canonical_dump, empty_graph, run_tool,
-                   wait_until)
+                   wait_group_caught_up, wait_until)
 
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
 
@@ -197,9 +197,10 @@ def start_all(nx, tmp_path, group, sub):
     return [worker(nx, tmp_path, name, f"{group}-{name}", sub).start() for name in WORKERS]
 
 
-def wait_all(ws):
+def wait_all(nx, ws):
+    """Every worker's group has committed every message of its topics."""
     for w in ws:
-        w.wait_caught_up(timeout=900)
+        wait_group_caught_up(nx, w.name, w.group, timeout=900)
 
 
 def stop_all(ws):
@@ -213,7 +214,7 @@ def test_replay_rebuilds_an_empty_graph_and_changes_nothing_in_a_current_one(nx,
     tenant, tombs = rich_tenant(nx)
     wait_until(lambda: nx.cypher_value("MATCH (n:Tenant {id: $t})-[*0..6]->(m:Message) RETURN count(DISTINCT m)",
                                        {"t": tenant}) == 5, 300, what="messages applied")
-    wait_all(ws)
+    wait_all(nx, ws)
     live = canonical_dump(nx, tenant, tombs)
     assert sum(line.startswith("rel ") for line in live) >= 20, live
     assert any("NexusTombstone" in line for line in live)
@@ -227,7 +228,7 @@ def test_replay_rebuilds_an_empty_graph_and_changes_nothing_in_a_current_one(nx,
         assert p.returncode == 0, p.stdout + p.stderr
     t0 = time.time()
     ws = start_all(nx, tmp_path, group, "-rebuild")
-    wait_all(ws)
+    wait_all(nx, ws)
     rebuild_s = time.time() - t0
     stop_all(ws)
     assert canonical_dump(nx, tenant, tombs) == live
@@ -242,7 +243,7 @@ def test_replay_rebuilds_an_empty_graph_and_changes_nothing_in_a_current_one(nx,
         assert replay(nx, "--worker", name, "--group", f"{group}-{name}", "--to-earliest",
                       "--execute").returncode == 0
     ws = start_all(nx, tmp_path, group, "-again")
-    wait_all(ws)
+    wait_all(nx, ws)
     stop_all(ws)
     # (more than before: the rebuild's write-back echoes came in between)
     assert sum(w.total("consumed") for w in ws) >= events
