@@ -80,3 +80,7 @@ def project(nx):
     INSERT INTO programs (id, tenant_id, name) VALUES ('{pg}', '{t}', 'p');
     INSERT INTO projects (id, program_id, tenant_id, name) VALUES ('{p}', '{pg}', '{t}', 'p');""")
     return {"tenant": t, "program": pg, "project": p}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a heavy test (minutes); `-m 'not slow'` leaves it out")
