@@ -17,7 +17,6 @@ from nexus import (ROOT, new_id as U, Worker, empty_graph, run_tool, wait_group_
                    wait_until)
 
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
-CONNECTOR = "nexus-postgres"
 
 NODES = {"tenants": "Tenant", "users": "User", "programs": "Program", "projects": "Project",
          "threads": "Thread", "content_items": "ContentItem", "text_content": "Text", "code_content": "Code",
@@ -40,7 +39,7 @@ def _stop_leftover_workers():
 
 
 def connect(nx, method, path, body=None, ok=(200, 201, 202, 204)):
-    url = f"http://127.0.0.1:{nx.env['NEXUS_CONNECT_PORT']}{path}"
+    url = nx.env["NEXUS_CONNECT_URL"].rstrip("/") + path.replace("CONNECTOR", nx.env["NEXUS_CONNECTOR"])
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
@@ -54,7 +53,7 @@ def connect(nx, method, path, body=None, ok=(200, 201, 202, 204)):
 
 
 def connector_state(nx):
-    s = connect(nx, "GET", f"/connectors/{CONNECTOR}/status", ok=(200, 404))
+    s = connect(nx, "GET", "/connectors/CONNECTOR/status", ok=(200, 404))
     if not s or "connector" not in s:
         return None
     tasks = [t["state"] for t in s.get("tasks", [])]
@@ -95,14 +94,14 @@ def test_initial_snapshot_of_100k_rows_converges_an_empty_graph(nx, tmp_path):
     """The connector is removed with its offsets and its slot, 120k rows are
     loaded, then the connector is registered again (snapshot.mode=initial):
     its op r events rebuild an emptied graph, count for count."""
-    cfg = connect(nx, "GET", f"/connectors/{CONNECTOR}/config")
+    cfg = connect(nx, "GET", "/connectors/CONNECTOR/config")
     assert cfg["snapshot.mode"] == "initial"
     slot = cfg["slot.name"]
     # 1. no connector: stopped, offsets deleted, removed, slot dropped
-    connect(nx, "PUT", f"/connectors/{CONNECTOR}/stop")
+    connect(nx, "PUT", "/connectors/CONNECTOR/stop")
     wait_until(lambda: (connector_state(nx) or ("",))[0] == "STOPPED", 120, what="connector stopped")
-    connect(nx, "DELETE", f"/connectors/{CONNECTOR}/offsets")
-    connect(nx, "DELETE", f"/connectors/{CONNECTOR}")
+    connect(nx, "DELETE", "/connectors/CONNECTOR/offsets")
+    connect(nx, "DELETE", "/connectors/CONNECTOR")
     wait_until(lambda: nx.scalar(f"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' "
                                  f"AND active") == "0", 120, what="slot released")
     nx.psql(f"SELECT pg_drop_replication_slot('{slot}') FROM pg_replication_slots WHERE slot_name = '{slot}'")
@@ -123,7 +122,7 @@ def test_initial_snapshot_of_100k_rows_converges_an_empty_graph(nx, tmp_path):
     finally:
         # 3. the connector again, as the stack registers it
         t0_ms = int(time.time() * 1000)
-        connect(nx, "PUT", f"/connectors/{CONNECTOR}/config", cfg)
+        connect(nx, "PUT", "/connectors/CONNECTOR/config", cfg)
     wait_until(lambda: connector_state(nx) == ("RUNNING", ["RUNNING"]), 300, what="connector running")
     groups = fresh_groups_at(nx, t0_ms, uuid.uuid4().hex[:8])
     ws = []
