@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from nexus import (new_id as U, Proxy, Worker, committed_offsets, wait_group_caught_up,
+from nexus import (new_id as U, Proxy, Worker, committed_offsets, run_tool, wait_group_caught_up,
                    wait_until)
 
 TOPIC = "nexus.normal.tag"
@@ -27,6 +27,15 @@ def _stop_leftover_workers():
         w = _started.pop()
         if w.proc and w.proc.poll() is None:
             w.stop()
+
+
+def at_end(nx, group, when_ms=None):
+    """Place a new group at the messages from when_ms on (default: now), so
+    it does not read the topic's whole history first."""
+    when_ms = when_ms or int(time.time() * 1000)
+    p = run_tool(nx, "nexus-replay", "--worker", "tag", "--group", group, "--to-time", str(when_ms), "--execute")
+    assert p.returncode == 0, p.stdout + p.stderr
+    return group
 
 
 def tag_worker(nx, tmp_path, group, sub, **env):
@@ -108,7 +117,7 @@ def assert_commits_were_applied(nx, group, ids):
 
 
 def test_three_workers_share_the_partitions_and_joins_and_leaves_lose_nothing(nx, project, tmp_path):
-    group = f"scale-{uuid.uuid4().hex[:8]}"
+    group = at_end(nx, f"scale-{uuid.uuid4().hex[:8]}")
     env = dict(NEXUS_BATCH_MAX=50)
     ws = [tag_worker(nx, tmp_path, group, f"w{i}", **env) for i in range(3)]
     ids = []
@@ -154,12 +163,12 @@ def test_three_workers_share_the_partitions_and_joins_and_leaves_lose_nothing(nx
 
 
 def test_sigterm_finishes_and_commits_a_large_batch(nx, project, tmp_path):
-    group = f"scale-term-{uuid.uuid4().hex[:8]}"
-    # a large batch: everything on the topic (a new group starts at the
-    # beginning), collected for up to 5 s
+    group = at_end(nx, f"scale-term-{uuid.uuid4().hex[:8]}")
+    start = sum(v or 0 for v in committed_offsets(nx, "tag", group).values())
+    # a large batch: 3000 new rows waiting, collected for up to 5 s
     ids = new_tags(nx, project, 3000, "big")
     wait_until(lambda: len(create_offsets(nx, ids)) == len(ids), 300, what="the tags in Kafka")
-    w = tag_worker(nx, tmp_path, group, "big", NEXUS_BATCH_MAX=5000, NEXUS_BATCH_MS=5000).start()
+    w = tag_worker(nx, tmp_path, group, "big", NEXUS_BATCH_MAX=20000, NEXUS_BATCH_MS=5000).start()
     wait_until(lambda: assignments(w), 120, what="assignment")
     time.sleep(1.0)  # inside the 5 s collection window of the first batch
     rc, exit_s = stop_timed(w)
@@ -172,7 +181,7 @@ def test_sigterm_finishes_and_commits_a_large_batch(nx, project, tmp_path):
     assert consumed > 0, s
     done = committed_offsets(nx, "tag", group)
     # the batch in flight was applied and committed, all of it
-    assert sum(v or 0 for v in done.values()) == consumed
+    assert sum(v or 0 for v in done.values()) - start == consumed
     assert_commits_were_applied(nx, group, ids)
     assert "stopping: the last batch is committed" in w.log_text()
     w2 = tag_worker(nx, tmp_path, group, "rest").start()
@@ -185,7 +194,7 @@ def test_sigterm_finishes_and_commits_a_large_batch(nx, project, tmp_path):
 
 def test_sigterm_during_an_outage_exits_in_time_and_commits_nothing_unapplied(nx, project, tmp_path):
     proxy = Proxy(nx.env["NEXUS_NEO4J_URL"].rsplit(":", 1)[1])
-    group = f"scale-outage-{uuid.uuid4().hex[:8]}"
+    group = at_end(nx, f"scale-outage-{uuid.uuid4().hex[:8]}")
     env = dict(NEXUS_NEO4J_URL=f"http://127.0.0.1:{proxy.port}")  # default backoff, up to 30 s
     try:
         w = tag_worker(nx, tmp_path, group, "a", **env).start()
@@ -215,7 +224,7 @@ def test_rebalance_abandons_a_batch_it_could_not_apply(nx, project, tmp_path):
     worker that joins: it abandons the batch without committing, and the
     group still applies everything."""
     proxy = Proxy(nx.env["NEXUS_NEO4J_URL"].rsplit(":", 1)[1])
-    group = f"scale-rebal-{uuid.uuid4().hex[:8]}"
+    group = at_end(nx, f"scale-rebal-{uuid.uuid4().hex[:8]}")
     stuck = tag_worker(nx, tmp_path, group, "stuck", NEXUS_NEO4J_URL=f"http://127.0.0.1:{proxy.port}",
                        NEXUS_RETRY_MAX_MS=2000)
     healthy = tag_worker(nx, tmp_path, group, "healthy")
