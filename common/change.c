@@ -118,8 +118,14 @@ enum ns_err change_from_event(const struct mapping *map,
     ch.action = ev->op == EVENT_OP_DELETE ? CHANGE_DELETE : CHANGE_UPSERT;
     ch.msg_index = msg_index;
     ch.lsn = ev->lsn;
+    /* A read of an incremental snapshot carries no source.lsn. Its row is
+     * at least as new as the stream position when its chunk was sent
+     * (source.sequence[1]): changes in the snapshot window replaced their
+     * reads, and later changes have higher positions. */
+    if (ch.lsn < 0 && ev->op == EVENT_OP_READ && ev->snapshot)
+        ch.lsn = ev->sequence_lsn;
     ch.version = row_version(map, img);
-    if (ev->lsn < 0) {
+    if (ch.lsn < 0) {
         snprintf(errstr, errstr_size, "event has no source.lsn");
         return NS_ERR_SCHEMA;
     }
@@ -158,7 +164,7 @@ enum ns_err change_from_event(const struct mapping *map,
         }
         snprintf(ch.key, sizeof(ch.key), "%s|%s|%s", tbl->table, a, b);
     }
-    err = add_number(row, "lsn", (double)ev->lsn);
+    err = add_number(row, "lsn", (double)ch.lsn);
     if (!err)
         err = add_number(row, "ts", (double)(ev->ts_ms >= 0 ? ev->ts_ms : 0));
     if (!err && ch.version >= 0)

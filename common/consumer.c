@@ -63,6 +63,9 @@ struct consumer {
     size_t pending_cap;
     int out_of_memory;
     size_t cap;
+    int applying;                   /* process_batch() is running */
+    int revoked;                    /* a revoke hit the batch being applied:
+                                       abandon it, commit nothing */
 };
 
 static int topic_lane(const struct consumer *c, const char *topic)
@@ -151,7 +154,8 @@ static void stash(struct consumer *c, rd_kafka_message_t *m)
 }
 
 /* Pause all partitions, wait with exponential backoff and jitter, resume.
- * Returns non-zero when asked to stop meanwhile. */
+ * Returns non-zero when asked to stop meanwhile, or when a rebalance
+ * revoked partitions of the batch being applied (it must be abandoned). */
 static int backoff(struct consumer *c, int attempt, const char *what)
 {
     rd_kafka_topic_partition_list_t *parts = assignment(c);
@@ -168,7 +172,7 @@ static int backoff(struct consumer *c, int attempt, const char *what)
     if (parts)
         rd_kafka_pause_partitions(c->rk, parts);
     until = metrics_now_ms() + delay;
-    while (!*c->stop && metrics_now_ms() < until) {
+    while (!*c->stop && !c->revoked && metrics_now_ms() < until) {
         rd_kafka_message_t *m;
 
         write_stats(c, 0); /* an outage shows in the counters as it happens */
@@ -183,7 +187,7 @@ static int backoff(struct consumer *c, int attempt, const char *what)
         rd_kafka_topic_partition_list_destroy(parts);
     }
     c->paused_below = LANE__COUNT;
-    return *c->stop != 0;
+    return *c->stop != 0 || c->revoked;
 }
 
 static void write_stats(struct consumer *c, int force)
@@ -252,6 +256,178 @@ static void write_stats(struct consumer *c, int force)
     if (c->stats_path[0] &&
         metrics_write_file(&c->metrics, c->cfg->worker, c->stats_path))
         log_msg(LOG_WARN, "could not write stats file %s", c->stats_path);
+}
+
+/* Drop the messages of the partitions in parts from list; new count. */
+static size_t drop_partitions(rd_kafka_message_t **list, size_t n,
+                              rd_kafka_topic_partition_list_t *parts)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = list[i];
+        if (rd_kafka_topic_partition_list_find(
+                parts, rd_kafka_topic_name(m->rkt), m->partition)) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        list[kept++] = m;
+    }
+    return kept;
+}
+
+/* Non-zero when a message of the batch belongs to one of parts. */
+static int batch_touches(const struct consumer *c,
+                         rd_kafka_topic_partition_list_t *parts)
+{
+    for (size_t i = 0; i < c->msg_count; i++)
+        if (rd_kafka_topic_partition_list_find(
+                parts, rd_kafka_topic_name(c->msgs[i]->rkt),
+                c->msgs[i]->partition))
+            return 1;
+    return 0;
+}
+
+static void log_partitions(const char *what,
+                           const rd_kafka_topic_partition_list_t *parts)
+{
+    struct buf text;
+    int shown = 0;
+
+    if (!log_enabled(LOG_INFO))
+        return;
+    buf_init(&text, 4096);
+    for (; shown < parts->cnt; shown++)
+        if (buf_addf(&text, "%s%s[%d]", shown ? " " : "",
+                     parts->elems[shown].topic,
+                     (int)parts->elems[shown].partition))
+            break;
+    log_msg(LOG_INFO, "partitions %s (%d): %s%s", what, parts->cnt,
+            buf_str(&text), shown < parts->cnt ? " ..." : "");
+    buf_free(&text);
+}
+
+/*
+ * Rebalance callback, run inside a poll of the consumer loop. A batch is
+ * only ever polled around while it is collected (collect) or while its
+ * application waits to be retried (backoff). On revoke, messages of the
+ * revoked partitions that were not applied are dropped before the
+ * partitions go: the stash and a batch still being collected lose them,
+ * and a batch being applied is marked revoked, so backoff gives up and
+ * the batch is abandoned uncommitted. Nothing is committed for a partition
+ * this worker no longer owns; its new owner reads from the last commit.
+ * Both the eager and the cooperative protocol are handled.
+ */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct consumer *c = opaque;
+    int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_partitions("assigned", parts);
+        if (coop)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            kerr = rd_kafka_assign(rk, parts);
+        /* A partition paused here before (lane priority, backoff) and
+         * given back must not stay paused: start new ones unpaused and
+         * let update_lanes() decide again. */
+        rd_kafka_resume_partitions(rk, parts);
+        if (coop && c->paused_below < LANE__COUNT) {
+            rd_kafka_topic_partition_list_t *pause =
+                rd_kafka_topic_partition_list_new(parts->cnt);
+            for (int i = 0; i < parts->cnt; i++)
+                if (topic_lane(c, parts->elems[i].topic) >= c->paused_below)
+                    rd_kafka_topic_partition_list_add(
+                        pause, parts->elems[i].topic,
+                        parts->elems[i].partition);
+            if (pause->cnt)
+                rd_kafka_pause_partitions(rk, pause);
+            rd_kafka_topic_partition_list_destroy(pause);
+        } else {
+            c->paused_below = LANE__COUNT;
+        }
+    } else {
+        if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+            log_msg(LOG_WARN, "rebalance error: %s", rd_kafka_err2str(err));
+        log_partitions(rd_kafka_assignment_lost(rk) ? "lost" : "revoked",
+                       parts);
+        if (c->applying) {
+            if (batch_touches(c, parts))
+                c->revoked = 1;
+        } else {
+            c->msg_count = drop_partitions(c->msgs, c->msg_count, parts);
+        }
+        c->pending_count = drop_partitions(c->pending, c->pending_count,
+                                           parts);
+        if (coop)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            kerr = rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        log_msg(LOG_ERROR, "could not change the assignment: %s",
+                rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (kerr) {
+        log_msg(LOG_ERROR, "could not change the assignment: %s",
+                rd_kafka_err2str(kerr));
+    }
+}
+
+/*
+ * After a batch was abandoned because a rebalance revoked some of its
+ * partitions: the partitions of the batch that are still assigned (a
+ * cooperative rebalance) are rewound to the batch's first message, so
+ * nothing after the last commit is skipped. With the eager protocol every
+ * partition was revoked and the new assignment starts from the commits.
+ */
+static void batch_rewind(struct consumer *c)
+{
+    rd_kafka_topic_partition_list_t *parts = assignment(c);
+    rd_kafka_topic_partition_list_t *seek = NULL;
+    rd_kafka_error_t *error;
+
+    log_msg(LOG_WARN, "abandoned a batch of %zu messages: its partitions "
+            "were revoked before it was applied; nothing of it is committed",
+            c->msg_count);
+    if (!parts || !parts->cnt)
+        goto cleanup;
+    seek = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (size_t i = 0; i < c->msg_count; i++) {
+        rd_kafka_message_t *m = c->msgs[i];
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        rd_kafka_topic_partition_t *tp;
+
+        if (!rd_kafka_topic_partition_list_find(parts, topic, m->partition))
+            continue;
+        tp = rd_kafka_topic_partition_list_find(seek, topic, m->partition);
+        if (!tp) {
+            tp = rd_kafka_topic_partition_list_add(seek, topic, m->partition);
+            tp->offset = m->offset;
+        } else if (m->offset < tp->offset) {
+            tp->offset = m->offset;
+        }
+    }
+    if (!seek->cnt)
+        goto cleanup;
+    /* what was stashed for them comes again after the seek */
+    c->pending_count = drop_partitions(c->pending, c->pending_count, seek);
+    error = rd_kafka_seek_partitions(c->rk, seek, 5000);
+    if (error) {
+        log_msg(LOG_ERROR, "could not rewind the partitions of an abandoned "
+                "batch: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+cleanup:
+    c->revoked = 0;
+    if (seek)
+        rd_kafka_topic_partition_list_destroy(seek);
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
 }
 
 /*
@@ -625,6 +801,7 @@ static enum ns_err process_batch(struct consumer *c)
     char errstr[1024];
     enum ns_err err = NS_OK;
 
+    c->applying = 1;
     if (!items || !changes) {
         err = NS_ERR_NOMEM;
         goto cleanup;
@@ -695,6 +872,7 @@ static enum ns_err process_batch(struct consumer *c)
             c->msg_count, nch, c->metrics.last_batch_ms);
 
 cleanup:
+    c->applying = 0;
     for (size_t i = 0; i < nch; i++)
         change_clear(&changes[i]);
     for (size_t i = 0; items && i < c->msg_count; i++)
@@ -819,6 +997,8 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
             err = NS_ERR_CONFIG;
             goto cleanup;
         }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     for (size_t i = 0; i < cfg->kafka_prop_count; i++)
         if (rd_kafka_conf_set(conf, cfg->kafka_props[2 * i],
                               cfg->kafka_props[2 * i + 1], kerr,
@@ -828,7 +1008,6 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
             err = NS_ERR_CONFIG;
             goto cleanup;
         }
-    rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     if (rd_kafka_conf_set(conf, "group.id", cfg->group_id, kerr,
@@ -924,6 +1103,10 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
         if (!c->msg_count)
             continue;
         err = process_batch(c);
+        if (c->revoked) {
+            batch_rewind(c);
+            err = NS_OK;
+        }
         drop_batch(c);
         if (err && err != NS_ERR_NEO4J_TRANSIENT && !*c->stop) {
             snprintf(errstr, errstr_size, "batch failed: %s", ns_err_str(err));
@@ -945,13 +1128,16 @@ void consumer_free(struct consumer *c)
     if (!c)
         return;
     httpd_free(c->httpd); /* first: its thread reads the metrics */
+    /* Leave the group first: the revoke callback runs in there and still
+     * looks at the batch and the stash. Messages go before the handle. */
+    if (c->rk)
+        rd_kafka_consumer_close(c->rk);
     drop_batch(c);
     for (size_t i = 0; i < c->pending_count; i++)
         rd_kafka_message_destroy(c->pending[i]);
-    if (c->rk) {
-        rd_kafka_consumer_close(c->rk);
+    c->pending_count = 0;
+    if (c->rk)
         rd_kafka_destroy(c->rk);
-    }
     dlq_free(c->dlq);
     neo4j_client_free(c->nc);
     pg_status_free(c->ps);

@@ -323,14 +323,15 @@ static const char *event_skip_space(const char *p)
  * parse of untrusted text. Absent or null leaves *last_commit at -1.
  */
 static enum ns_err event_sequence(const cJSON *source, int64_t *last_commit,
-                                  char *errstr, size_t errstr_size)
+                                  int64_t *current, char *errstr,
+                                  size_t errstr_size)
 {
     const cJSON *v;
     const char *p;
     int64_t first = -1, second = -1;
     enum ns_err err;
 
-    *last_commit = -1;
+    *last_commit = *current = -1;
     err = event_member(source, "source", "sequence", &v, errstr, errstr_size);
     if (err)
         return err;
@@ -361,6 +362,7 @@ static enum ns_err event_sequence(const cJSON *source, int64_t *last_commit,
     if (*p != '\0')
         goto bad;
     *last_commit = first;
+    *current = second;
     return NS_OK;
 
 bad:
@@ -485,7 +487,8 @@ static enum ns_err event_source(struct event *ev, const cJSON *source,
                            errstr_size);
     if (err)
         return err;
-    err = event_sequence(source, &ev->last_commit_lsn, errstr, errstr_size);
+    err = event_sequence(source, &ev->last_commit_lsn, &ev->sequence_lsn,
+                         errstr, errstr_size);
     if (err)
         return err;
     return event_snapshot(source, &ev->snapshot, errstr, errstr_size);
@@ -672,6 +675,7 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     memcpy(text, payload, len);
     text[len] = '\0';
     ev->lsn = ev->tx_id = ev->ts_ms = ev->last_commit_lsn = -1;
+    ev->sequence_lsn = -1;
 
     ev->root = cJSON_ParseWithOpts(text, &end, 1);
     if (!ev->root) {

@@ -318,6 +318,15 @@ CREATE TABLE IF NOT EXISTS knowledge_graph_configurations (
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
 
+-- Debezium's signal table (signal.data.collection): inserting an
+-- execute-snapshot row starts an incremental snapshot of the tables named
+-- in data. Debezium also writes its snapshot window marks here. Not mapped.
+CREATE TABLE IF NOT EXISTS nexus_signal (
+    id                  text PRIMARY KEY,
+    type                text NOT NULL,
+    data                text
+);
+
 CREATE INDEX IF NOT EXISTS users_tenant_idx ON users(tenant_id);
 CREATE INDEX IF NOT EXISTS programs_tenant_idx ON programs(tenant_id);
 CREATE INDEX IF NOT EXISTS projects_program_idx ON projects(program_id);

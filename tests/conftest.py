@@ -80,3 +80,13 @@ def project(nx):
     INSERT INTO programs (id, tenant_id, name) VALUES ('{pg}', '{t}', 'p');
     INSERT INTO projects (id, program_id, tenant_id, name) VALUES ('{p}', '{pg}', '{t}', 'p');""")
     return {"tenant": t, "program": pg, "project": p}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a heavy test (minutes); `-m 'not slow'` leaves it out")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests that rebuild shared state (the connector, the whole graph)
+    run after every other test, so no other test sees their traffic."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

@@ -180,6 +180,100 @@ class Worker:
             return f.read()
 
 
+def run_tool(nx, name, *args, timeout=120):
+    """Run bin/NAME ARGS with the stack's settings; the CompletedProcess."""
+    return subprocess.run([os.path.join(BIN, name), *args], env=nx.worker_env(), capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def worker_topics(nx, worker):
+    """The lane topics of one worker, from bin/nexus-schema topics."""
+    p = run_tool(nx, "nexus-schema", "topics")
+    assert p.returncode == 0, p.stderr
+    return [t for t in p.stdout.split() if t.endswith("." + worker)]
+
+
+def end_offsets(nx, topics):
+    """{(topic, partition): high watermark}."""
+    args = []
+    for t in topics:
+        for p in range(int(nx.env.get("NEXUS_TOPIC_PARTITIONS", "4"))):
+            args += ["-t", f"{t}:{p}:-1"]
+    ends = {}
+    for line in nx.kcat("-Q", *args).splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[-2] == "offset":
+            ends[(f[0], int(f[1].strip("[]")))] = int(f[-1])
+    return ends
+
+
+def committed_offsets(nx, worker, group):
+    """{(topic, partition): committed offset or None}, by nexus-replay."""
+    p = run_tool(nx, "nexus-replay", "--worker", worker, "--group", group, "--save", "-")
+    assert p.returncode == 0, p.stderr
+    return {(o["topic"], o["partition"]): o["offset"] for o in json.loads(p.stdout)["offsets"]}
+
+
+def group_caught_up(nx, worker, group):
+    """The group has committed every message of the worker's topics, and
+    still has after a short pause (the write-back echoes come after)."""
+    for _ in range(2):
+        ends = end_offsets(nx, worker_topics(nx, worker))
+        done = committed_offsets(nx, worker, group)
+        if any((done.get(k) or 0) < v for k, v in ends.items()):
+            return False
+        time.sleep(1.0)
+    return True
+
+
+def wait_group_caught_up(nx, worker, group, timeout=600):
+    wait_until(lambda: group_caught_up(nx, worker, group), timeout, interval=1.0,
+               what=f"group {group} committed everything of {worker}")
+
+
+def graph_dump(nx, project_id):
+    """Everything under one project, as sorted text, for comparisons."""
+    rows = nx.cypher("""
+        MATCH (p:Project {id: $id})-[*0..3]-(n) WITH DISTINCT n
+        OPTIONAL MATCH (n)-[r]->(m)
+        RETURN labels(n) AS l, properties(n) AS p, type(r) AS t,
+               CASE WHEN r IS NULL THEN null ELSE properties(r) END AS rp, m.id AS m""", {"id": project_id})
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
+
+
+def canonical_dump(nx, tenant=None, tombstone_keys=()):
+    """The graph as sorted text lines: every node (labels, properties) and
+    every relationship (type, both ends by label and key, properties).
+    Element ids are left out, so a rebuilt graph compares equal. With
+    tenant: only what hangs under that Tenant node (its parent chains, up
+    to 6 levels), the relationships among those nodes and the tombstones
+    named in tombstone_keys."""
+    if tenant is None:
+        nodes = nx.cypher("MATCH (n) RETURN labels(n) AS l, properties(n) AS p", timeout=600)
+        rels = nx.cypher("MATCH (a)-[r]->(b) RETURN labels(a) AS al, coalesce(a.id, a.key) AS a, type(r) AS t, "
+                         "properties(r) AS p, labels(b) AS bl, coalesce(b.id, b.key) AS b", timeout=600)
+    else:
+        scope = "MATCH (t:Tenant {id: $t}) MATCH (t)-[*0..6]->(n) WITH DISTINCT n "
+        nodes = nx.cypher(scope + "RETURN labels(n) AS l, properties(n) AS p", {"t": tenant})
+        nodes += nx.cypher("MATCH (n:NexusTombstone) WHERE n.key IN $k RETURN labels(n) AS l, properties(n) AS p",
+                           {"k": list(tombstone_keys)})
+        rels = nx.cypher(scope + "WITH collect(n) AS ns UNWIND ns AS a MATCH (a)-[r]->(b) WHERE b IN ns "
+                         "RETURN labels(a) AS al, a.id AS a, type(r) AS t, properties(r) AS p, "
+                         "labels(b) AS bl, b.id AS b", {"t": tenant})
+    return sorted(["node " + json.dumps(r, sort_keys=True) for r in nodes] +
+                  ["rel " + json.dumps(r, sort_keys=True) for r in rels])
+
+
+def empty_graph(nx):
+    """Delete every node and relationship of the graph in chunks, and drop
+    every constraint: Neo4j as a fresh database. Workers recreate their
+    constraints when they start."""
+    while nx.cypher_value("MATCH (n) WITH n LIMIT 20000 DETACH DELETE n RETURN count(*)"):
+        pass
+    for row in nx.cypher("SHOW CONSTRAINTS YIELD name RETURN name"):
+        nx.cypher(f"DROP CONSTRAINT `{row['name']}` IF EXISTS")
+
+
 class Proxy:
     """A TCP forwarder on loopback that a test can cut and restore, to play
     a server outage without touching the shared stack. While down it

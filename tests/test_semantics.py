@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from nexus import new_id as U, Stack, Worker, scratch_lanes, wait_until
+from nexus import new_id as U, Stack, Worker, graph_dump, scratch_lanes, wait_until
 
 
 _started = []
@@ -219,16 +219,6 @@ def test_late_link_does_not_resurrect_a_deleted_node(nx, project, tmp_path):
         assert ci_w.stop() == 0
         if th_w.proc:
             assert th_w.stop() == 0
-
-
-def graph_dump(nx, project_id):
-    """Everything under one project, as sorted text, for comparisons."""
-    rows = nx.cypher("""
-        MATCH (p:Project {id: $id})-[*0..3]-(n) WITH DISTINCT n
-        OPTIONAL MATCH (n)-[r]->(m)
-        RETURN labels(n) AS l, properties(n) AS p, type(r) AS t,
-               CASE WHEN r IS NULL THEN null ELSE properties(r) END AS rp, m.id AS m""", {"id": project_id})
-    return sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
 
 
 def test_replaying_a_topic_changes_nothing(nx, project, tmp_path):

@@ -15,6 +15,11 @@
 #include "buf.h"
 #include "mapping.h"
 
+/* Debezium's signal table (schemas/contextnexus.sql): in the publication,
+ * readable and writable by the connector (it writes the incremental
+ * snapshot window marks there), insertable by the writer role. */
+#define SIGNAL_TABLE "nexus_signal"
+
 static const char *env_or(const char *name, const char *fallback)
 {
     const char *v = getenv(name);
@@ -173,6 +178,9 @@ static int cmd_sync_sql(const struct mapping *map)
             printf(", %s", tbl->rel_id_column);
         printf(") ON %s.%s TO %s;\n", schema, tbl->table, writer);
     }
+    printf("GRANT SELECT, INSERT ON %s.%s TO %s;\n"
+           "GRANT INSERT ON %s.%s TO %s;\n", schema, SIGNAL_TABLE, cdc,
+           schema, SIGNAL_TABLE, writer);
     /* Altered, never dropped: a running Debezium slot decodes with it. */
     printf("DO $$ BEGIN\n"
            "  IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = "
@@ -187,7 +195,7 @@ static int cmd_sync_sql(const struct mapping *map)
         printf("%s%s.%s", first ? "" : ", ", schema, map->tables[i].table);
         first = 0;
     }
-    printf(";\nCOMMIT;\n");
+    printf(", %s.%s;\nCOMMIT;\n", schema, SIGNAL_TABLE);
     return 0;
 }
 
@@ -243,6 +251,11 @@ static int cmd_connector_json(const struct mapping *map)
     SET("decimal.handling.mode", "precise");
     SET("time.precision.mode", "adaptive");
     SET("tombstones.on.delete", "true");
+    /* incremental snapshots: INSERT INTO nexus_signal (id, type, data)
+     * VALUES (..., 'execute-snapshot', '{"data-collections": [...]}') */
+    snprintf(name, sizeof(name), "%s." SIGNAL_TABLE, map->pg_schema);
+    SET("signal.data.collection", name);
+    SET("signal.enabled.channels", "source");
     SET("key.converter", "org.apache.kafka.connect.json.JsonConverter");
     SET("key.converter.schemas.enable", "false");
     SET("value.converter", "org.apache.kafka.connect.json.JsonConverter");
@@ -283,8 +296,26 @@ static int cmd_connector_json(const struct mapping *map)
         }
     if (err)
         goto cleanup;
+    /* Debezium emits the signal table's rows too (its own window marks
+     * among them); they have no lane topic and are dropped first. */
+    buf_reset(&regex);
+    err = buf_addf(&regex, "%s\\.%s\\." SIGNAL_TABLE, map->topic_prefix,
+                   map->pg_schema);
+    if (err)
+        goto cleanup;
+    SET("transforms.dropsignal.type",
+        "org.apache.kafka.connect.transforms.Filter");
+    SET("transforms.dropsignal.predicate", "issignal");
+    SET("predicates", "issignal");
+    SET("predicates.issignal.type",
+        "org.apache.kafka.connect.transforms.predicates.TopicNameMatches");
+    SET("predicates.issignal.pattern", buf_str(&regex));
     SET("table.include.list", buf_str(&tables));
-    SET("transforms", buf_str(&transforms));
+    buf_reset(&regex);
+    err = buf_addf(&regex, "dropsignal,%s", buf_str(&transforms));
+    if (err)
+        goto cleanup;
+    SET("transforms", buf_str(&regex));
 #undef SET
 
     out = cJSON_Print(cfg);

@@ -12,7 +12,7 @@
  *               "reason": "substring of errstr",
  *               "tombstone": false, "op": "c", "table": "users",
  *               "schema": "public", "lsn": 1, "tx_id": 1, "ts_ms": 1,
- *               "last_commit_lsn": 1, "snapshot": 0,
+ *               "last_commit_lsn": 1, "sequence_lsn": 1, "snapshot": 0,
  *               "before": {...} | null, "after": {...} | null,
  *               "row": "after" | "before" | null,
  *               "value_schema": true, "scales": {"column": 2}}}
@@ -194,6 +194,7 @@ static int check_event(const struct event *ev, const cJSON *exp, char *why,
         check_int(exp, "ts_ms", ev->ts_ms, why, why_size) ||
         check_int(exp, "last_commit_lsn", ev->last_commit_lsn, why,
                   why_size) ||
+        check_int(exp, "sequence_lsn", ev->sequence_lsn, why, why_size) ||
         check_int(exp, "snapshot", ev->snapshot, why, why_size) ||
         check_image(exp, "before", ev->before, why, why_size) ||
         check_image(exp, "after", ev->after, why, why_size))
@@ -234,7 +235,8 @@ static int check_keys(const cJSON *exp, char *why, size_t why_size)
 {
     static const char *const known[] = {
         "error", "reason", "tombstone", "op", "table", "schema", "lsn",
-        "tx_id", "ts_ms", "last_commit_lsn", "snapshot", "before", "after",
+        "tx_id", "ts_ms", "last_commit_lsn", "sequence_lsn", "snapshot",
+        "before", "after",
         "row", "value_schema", "scales"};
     const cJSON *e;
     size_t i;
