@@ -11,7 +11,9 @@ import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "bin")
+# Where the worker binaries are: bin/, or another build of them (the
+# ASan/UBSan one in build/asan/bin) through NEXUS_WORKER_BIN_DIR.
+BIN = os.path.abspath(os.environ.get("NEXUS_WORKER_BIN_DIR") or os.path.join(ROOT, "bin"))
 
 
 def new_id():
