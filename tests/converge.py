@@ -269,10 +269,14 @@ def assert_converged(nx, tables=None, timeout=0.0, interval=2.0):
     those named), waiting up to timeout seconds for them to. Returns the
     seconds it took."""
     t0 = time.time()
+    first = None
     while True:
         ok, desc = check(nx, tables)
         if ok:
+            if first:
+                print(f"converge: agreed after {time.time() - t0:.1f}s; first check said {first[:1500]}")
             return time.time() - t0
+        first = first or desc
         if time.time() - t0 >= timeout:
             raise AssertionError(f"PostgreSQL and Neo4j diverge after {timeout:.0f}s: {desc}")
         time.sleep(interval)
