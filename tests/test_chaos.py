@@ -15,7 +15,8 @@ Every scenario ends with the same checks:
 
 The workload is real: tools/nexus-datagen writes a fresh tenant's data set
 (load) and then changes it (churn) through psql, and Debezium turns that
-into the events. `make test` runs a reduced form; `make chaos` sets
+into the events. `make test` runs a reduced form (kill -9, PostgreSQL and deadlocks, on a
+small data set); `make chaos` adds the Neo4j and broker restarts and sets
 NEXUS_CHAOS_SCALE (data set size; 0.4 is about 50k changes),
 NEXUS_CHAOS_KILLS (kill -9 rounds) and NEXUS_CHAOS_ROUNDS (stop/start
 rounds of each server). Figures go to build/chaos-figures.jsonl
@@ -35,9 +36,14 @@ import pytest
 from converge import assert_converged, unsynced, scope_rows
 from nexus import BIN, ROOT, Worker, new_id, wait_until
 
-SCALE = float(os.environ.get("NEXUS_CHAOS_SCALE", "0.03"))
+SCALE = float(os.environ.get("NEXUS_CHAOS_SCALE", "0.01"))
 KILLS = int(os.environ.get("NEXUS_CHAOS_KILLS", "4"))
 ROUNDS = int(os.environ.get("NEXUS_CHAOS_ROUNDS", "1"))
+# Neo4j and the broker take one to three minutes to stop and start again on
+# a loaded 2-core machine: their scenarios run in `make chaos` only.
+SERVERS = os.environ.get("NEXUS_CHAOS_SERVERS") == "1"
+servers_only = pytest.mark.skipif(not SERVERS, reason="a server restart takes minutes: run by make chaos "
+                                                      "(NEXUS_CHAOS_SERVERS=1)")
 CONVERGE_S = float(os.environ.get("NEXUS_CHAOS_CONVERGE_S", "600"))
 FIGURES = os.environ.get("NEXUS_CHAOS_FIGURES") or os.path.join(ROOT, "build", "chaos-figures.jsonl")
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
@@ -352,6 +358,7 @@ def _server_outage(nx, fleet, component, name, wait_for_retries):
     return m, sc, outages
 
 
+@servers_only
 def test_neo4j_stopped_and_restarted_mid_stream(nx, fleet):
     """(b) the real Neo4j process stopped while changes flow: the workers
     pause and retry, nothing goes to the DLQ, all of it lands after."""
@@ -360,6 +367,7 @@ def test_neo4j_stopped_and_restarted_mid_stream(nx, fleet):
     assert fig["neo4j_retries"] >= ROUNDS
 
 
+@servers_only
 def test_kafka_broker_restarted_mid_stream(nx, fleet):
     """(c) the broker stopped and started while changes flow: Debezium and
     the workers reconnect; offsets committed before the stop hold."""
@@ -423,8 +431,8 @@ def test_concurrent_relationship_merges_deadlock_and_retry(nx, fleet, tmp_path):
     second = Fleet(nx, str(tmp_path / "second"), f"chaos2-{uuid.uuid4().hex[:8]}",
                    names=["content_item", "thread", "tag", "message"], NEXUS_RETRY_MAX_MS=2000,
                    NEXUS_BATCH_MS=200)
-    hot = int(os.environ.get("NEXUS_CHAOS_HOT", "6"))
-    t, pg, p, u = new_id(), new_id(), new_id(), new_id()
+    hot = int(os.environ.get("NEXUS_CHAOS_HOT", "5"))
+    t, pg, p = new_id(), new_id(), new_id()
     items = [new_id() for _ in range(hot)]
     tags = [new_id() for _ in range(hot)]
     threads = [new_id() for _ in range(hot)]
@@ -432,7 +440,6 @@ def test_concurrent_relationship_merges_deadlock_and_retry(nx, fleet, tmp_path):
     q = lambda xs: ", ".join(xs)
     nx.psql(f"""BEGIN;
     INSERT INTO tenants (id, name, slug) VALUES ('{t}', 'hot', 'hot-{t[:8]}');
-    INSERT INTO users (id, tenant_id, email) VALUES ('{u}', '{t}', 'hot@x.org');
     INSERT INTO programs (id, tenant_id, name) VALUES ('{pg}', '{t}', 'p');
     INSERT INTO projects (id, program_id, tenant_id, name) VALUES ('{p}', '{pg}', '{t}', 'p');
     INSERT INTO content_items (id, tenant_id, project_id, content_type, title) VALUES
@@ -452,7 +459,7 @@ def test_concurrent_relationship_merges_deadlock_and_retry(nx, fleet, tmp_path):
     pairs = [(a, b) for a in items for b in tags]
     tc = [(a, b) for a in threads for b in items]
     mc = [(a, b) for a in msgs for b in items]
-    rounds = int(os.environ.get("NEXUS_CHAOS_DEADLOCK_ROUNDS", "3"))
+    rounds = int(os.environ.get("NEXUS_CHAOS_DEADLOCK_ROUNDS", "2"))
     for _ in range(rounds):
         for a, b in rng.sample(pairs, len(pairs)):
             stmts.append(f"INSERT INTO content_tags (content_id, tag_id) VALUES ('{a}', '{b}') ON CONFLICT DO NOTHING;\n")
