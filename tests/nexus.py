@@ -259,11 +259,12 @@ class Proxy:
         self.sock.close()
 
 
-def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1):
+def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=()):
     """A copy of the mapping whose topics are new scratch topics, created
     here: tests that inject made-up events use them, so no other consumer
     group ever replays those events into the shared graph. Returns
-    (mapping path, prefix, cleanup function)."""
+    (mapping path, prefix, cleanup function). configs: topic settings as
+    "name=value" strings, for every topic made here."""
     import uuid as _uuid
     clients_src = os.path.join(ROOT, "tests", "clients")
     p = subprocess.run(["make", "-s", "-C", clients_src], capture_output=True, text=True)
@@ -280,7 +281,8 @@ def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1):
     topics = [f"{prefix}.{lane}.{worker}" for lane in lanes] + [f"{prefix}.dlq"]
     boot = nx.env["NEXUS_KAFKA_BOOTSTRAP"]
     for t in topics:
-        p = subprocess.run([admin, boot, "create", t, str(partitions)], capture_output=True, text=True, timeout=60)
+        p = subprocess.run([admin, boot, "create", t, str(partitions), *configs], capture_output=True, text=True,
+                           timeout=60)
         assert p.returncode == 0, p.stderr
 
     def cleanup():

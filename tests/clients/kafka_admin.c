@@ -63,9 +63,9 @@ int main(int argc, char **argv)
     char errstr[512];
     int create, rc = 1;
 
-    if (argc < 4 || (strcmp(argv[2], "create") == 0 && argc != 5)) {
+    if (argc < 4 || (strcmp(argv[2], "create") == 0 && argc < 5)) {
         fprintf(stderr, "usage: kafka_admin BOOTSTRAP create TOPIC PARTITIONS"
-                " | BOOTSTRAP delete TOPIC\n");
+                " [NAME=VALUE...] | BOOTSTRAP delete TOPIC\n");
         return 2;
     }
     create = strcmp(argv[2], "create") == 0;
@@ -96,6 +96,20 @@ int main(int argc, char **argv)
         if (!nt) {
             fprintf(stderr, "kafka_admin: %s\n", errstr);
             goto cleanup;
+        }
+        /* topic configs, e.g. max.message.bytes=20971520 */
+        for (int i = 5; i < argc; i++) {
+            char *eq = strchr(argv[i], '=');
+            if (!eq) {
+                fprintf(stderr, "kafka_admin: config '%s' is not NAME=VALUE\n",
+                        argv[i]);
+                goto cleanup;
+            }
+            *eq = '\0';
+            if (rd_kafka_NewTopic_set_config(nt, argv[i], eq + 1)) {
+                fprintf(stderr, "kafka_admin: cannot set config %s\n", argv[i]);
+                goto cleanup;
+            }
         }
         rd_kafka_CreateTopics(rk, &nt, 1, opts, queue);
     } else {
