@@ -23,7 +23,9 @@ def new_id():
 
 
 def wait_until(pred, timeout=60.0, interval=0.25, what="condition"):
-    """Poll pred() until it returns a truthy value; fail after timeout."""
+    """Poll pred() until it returns a truthy value; fail after timeout,
+    stretched by NEXUS_TEST_TIME_SCALE (slow builds: ASan, valgrind)."""
+    timeout *= float(os.environ.get("NEXUS_TEST_TIME_SCALE") or 1)
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:

@@ -109,7 +109,7 @@ def test_e2e_with_asan_workers(nx, tmp_path):
     files = os.environ.get("NEXUS_MEMORY_E2E", "tests/test_sync_e2e.py").split()
     env = dict(os.environ)
     env.update(nx.env)
-    env.update(NEXUS_WORKER_BIN_DIR=ASAN_BIN,
+    env.update(NEXUS_WORKER_BIN_DIR=ASAN_BIN, NEXUS_TEST_TIME_SCALE="4",
                ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
                LSAN_OPTIONS=f"suppressions={os.path.join(ROOT, 'tests', 'lsan-workers.supp')}")
