@@ -24,7 +24,10 @@ def workers(nx, tmp_path_factory):
 
 
 def node(nx, label, key, timeout=90):
-    return wait_until(lambda: (nx.cypher(f"MATCH (n:{label} {{id: $id}}) RETURN properties(n) AS p", {"id": key})
+    # srcLsn: the node's own event applied, not a stub another worker's
+    # relationship created first (a slow worker, e.g. the ASan build)
+    return wait_until(lambda: (nx.cypher(f"MATCH (n:{label} {{id: $id}}) WHERE n.srcLsn IS NOT NULL "
+                                         f"RETURN properties(n) AS p", {"id": key})
                                or [None])[0], timeout, what=f"{label} {key} in Neo4j")["p"]
 
 
