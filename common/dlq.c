@@ -165,6 +165,8 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
     struct dlq *dlq = NULL;
     enum ns_err err = NS_OK;
     char kerr[512];
+    char mmb[32];
+    size_t mmb_size = sizeof(mmb);
 
     *out = NULL;
     if (!topic || !*topic || !worker || !*worker) {
@@ -213,8 +215,6 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
     }
     /* An event larger than this cannot be a dead letter as it is: the
      * producer refuses it, and the batch would be retried for ever. */
-    char mmb[32];
-    size_t mmb_size = sizeof(mmb);
     dlq->max_message = 1000000;
     if (rd_kafka_conf_get(dlq->conf, "message.max.bytes", mmb, &mmb_size) ==
             RD_KAFKA_CONF_OK && strtoull(mmb, NULL, 10) > 2 * DLQ_HEADER_ROOM)
@@ -347,6 +347,10 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
     rd_kafka_resp_err_t kerr;
     char fatal[200];
     int waited = 0;
+    size_t key_len = src->key ? src->key_len : 0;
+    size_t value_len = src->value ? src->value_len : 0;
+    size_t room = dlq->max_message - DLQ_HEADER_ROOM;
+    int truncated = 0;
     enum ns_err err = NS_OK;
 
     if (!dlq->rk ||
@@ -371,10 +375,6 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
     }
     /* Too large for the producer: the letter keeps the first bytes of the
      * key and value, and nexus.truncated says their real sizes. */
-    size_t key_len = src->key ? src->key_len : 0;
-    size_t value_len = src->value ? src->value_len : 0;
-    size_t room = dlq->max_message - DLQ_HEADER_ROOM;
-    int truncated = 0;
     if (key_len > room / 4) {
         key_len = room / 4;
         truncated = 1;
