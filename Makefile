@@ -20,7 +20,7 @@ UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%)
 UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all unit test asan demo clean
+.PHONY: all unit test asan chaos demo clean
 
 # keep object files between runs (they are intermediates of pattern rules)
 .SECONDARY:
@@ -59,6 +59,14 @@ asan:
 # test needs it, and ends with pytest's summary line.
 test:
 	bash tests/run
+
+# The fault tests in full (tests/test_chaos.py): a ~50k-change workload,
+# more kills, every server restarted; figures in build/chaos-figures.jsonl.
+chaos:
+	NEXUS_CHAOS_SCALE=$${NEXUS_CHAOS_SCALE:-0.4} NEXUS_CHAOS_KILLS=$${NEXUS_CHAOS_KILLS:-12} \
+	NEXUS_CHAOS_ROUNDS=$${NEXUS_CHAOS_ROUNDS:-2} NEXUS_CHAOS_SERVERS=1 \
+	NEXUS_CHAOS_HOT=$${NEXUS_CHAOS_HOT:-8} NEXUS_CHAOS_DEADLOCK_ROUNDS=$${NEXUS_CHAOS_DEADLOCK_ROUNDS:-4} \
+	    bash tests/run -k test_chaos
 
 demo:
 	bash deploy/local/demo

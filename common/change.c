@@ -39,10 +39,26 @@ static enum ns_err key_value(const cJSON *img, const char *column, char *out,
     return NS_ERR_SCHEMA;
 }
 
-static int64_t row_version(const struct mapping *map, const cJSON *img)
+/* pg_version of the row: -1 when absent or null; a value that is no
+ * integer in [0, 2^53] (exact in a double) is an error, since the stale
+ * guard compares it. */
+static enum ns_err row_version(const struct mapping *map, const cJSON *img,
+                               int64_t *out, char *errstr, size_t errstr_size)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(img, map->sync.version);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : -1;
+
+    *out = -1;
+    if (!v || cJSON_IsNull(v))
+        return NS_OK;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0) ||
+        v->valuedouble > 9007199254740992.0 ||
+        v->valuedouble != (double)(int64_t)v->valuedouble) {
+        snprintf(errstr, errstr_size, "%s is not an integer in range",
+                 map->sync.version);
+        return NS_ERR_SCHEMA;
+    }
+    *out = (int64_t)v->valuedouble;
+    return NS_OK;
 }
 
 static int column_unchanged(const cJSON *before, const cJSON *after,
@@ -124,7 +140,8 @@ enum ns_err change_from_event(const struct mapping *map,
      * reads, and later changes have higher positions. */
     if (ch.lsn < 0 && ev->op == EVENT_OP_READ && ev->snapshot)
         ch.lsn = ev->sequence_lsn;
-    ch.version = row_version(map, img);
+    if (row_version(map, img, &ch.version, errstr, errstr_size))
+        return NS_ERR_SCHEMA;
     if (ch.lsn < 0) {
         snprintf(errstr, errstr_size, "event has no source.lsn");
         return NS_ERR_SCHEMA;

@@ -612,6 +612,14 @@ static size_t prepare(struct consumer *c, struct item *items,
             continue;
         }
         it->source_ts_ms = it->ev->ts_ms;
+        /* a table of the same name in another schema is not ours */
+        if (it->ev->schema[0] && c->map->pg_schema &&
+            strcmp(it->ev->schema, c->map->pg_schema) != 0) {
+            snprintf(why, sizeof(why), "schema %.100s is not the mapped "
+                     "schema %s", it->ev->schema, c->map->pg_schema);
+            item_dead(it, NS_ERR_SCHEMA, why);
+            continue;
+        }
         it->tbl = mapping_find(c->map, it->ev->table);
         if (!it->tbl || strcmp(it->tbl->worker, c->cfg->worker) != 0) {
             snprintf(why, sizeof(why), "table %.100s is not mapped to worker "

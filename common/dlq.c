@@ -16,6 +16,9 @@
 /* dlq_send waits at most this long for room in a full producer queue. */
 #define DLQ_QUEUE_FULL_WAIT_MS 5000
 #define DLQ_QUEUE_FULL_POLL_MS 100
+/* Room kept in a dead letter for its headers; the rest of the producer's
+ * message.max.bytes may hold the key and value. */
+#define DLQ_HEADER_ROOM (32u * 1024u)
 
 /*
  * Delivery reports are served by rd_kafka_poll/rd_kafka_flush in the
@@ -34,6 +37,7 @@ struct dlq {
     uint64_t failed;             /* failures in the current batch */
     uint64_t sent;               /* acknowledged since start */
     char last_error[256];        /* reason of the last failure */
+    size_t max_message;          /* the producer's message.max.bytes */
 };
 
 /* Value of a header as a C string in out, "" when absent. */
@@ -162,6 +166,8 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
     struct dlq *dlq = NULL;
     enum ns_err err = NS_OK;
     char kerr[512];
+    char mmb[32];
+    size_t mmb_size = sizeof(mmb);
 
     *out = NULL;
     if (!topic || !*topic || !worker || !*worker) {
@@ -208,6 +214,12 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
             goto cleanup;
         }
     }
+    /* An event larger than this cannot be a dead letter as it is: the
+     * producer refuses it, and the batch would be retried for ever. */
+    dlq->max_message = 1000000;
+    if (rd_kafka_conf_get(dlq->conf, "message.max.bytes", mmb, &mmb_size) ==
+            RD_KAFKA_CONF_OK && strtoull(mmb, NULL, 10) > 2 * DLQ_HEADER_ROOM)
+        dlq->max_message = (size_t)strtoull(mmb, NULL, 10);
     rd_kafka_conf_set_opaque(dlq->conf, dlq);
     rd_kafka_conf_set_dr_msg_cb(dlq->conf, dlq_dr_cb);
     rd_kafka_conf_set_error_cb(dlq->conf, dlq_error_cb);
@@ -263,7 +275,7 @@ static void dlq_now_iso(char *out, size_t out_size)
 static rd_kafka_headers_t *dlq_headers_new(const struct dlq *dlq,
                                            const struct dlq_source *src,
                                            enum ns_err error_class,
-                                           const char *reason)
+                                           const char *reason, int truncated)
 {
     rd_kafka_headers_t *orig = src->headers;
     rd_kafka_headers_t *hdrs;
@@ -308,6 +320,13 @@ static rd_kafka_headers_t *dlq_headers_new(const struct dlq *dlq,
                                    -1);
     if (!kerr)
         kerr = rd_kafka_header_add(hdrs, "nexus.time", -1, now, -1);
+    if (!kerr && truncated) {
+        /* what the cut key and value were: their original sizes */
+        char sizes[64];
+        snprintf(sizes, sizeof(sizes), "key=%zu value=%zu",
+                 src->key ? src->key_len : 0, src->value ? src->value_len : 0);
+        kerr = rd_kafka_header_add(hdrs, "nexus.truncated", -1, sizes, -1);
+    }
     if (kerr) {
         rd_kafka_headers_destroy(hdrs);
         return NULL;
@@ -329,6 +348,10 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
     rd_kafka_resp_err_t kerr;
     char fatal[200];
     int waited = 0;
+    size_t key_len = src->key ? src->key_len : 0;
+    size_t value_len = src->value ? src->value_len : 0;
+    size_t room = dlq->max_message - DLQ_HEADER_ROOM;
+    int truncated = 0;
     enum ns_err err = NS_OK;
 
     if (!dlq->rk ||
@@ -351,7 +374,22 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
         if (err)
             goto cleanup;
     }
-    hdrs = dlq_headers_new(dlq, src, error_class, reason);
+    /* Too large for the producer: the letter keeps the first bytes of the
+     * key and value, and nexus.truncated says their real sizes. */
+    if (key_len > room / 4) {
+        key_len = room / 4;
+        truncated = 1;
+    }
+    if (value_len > room - key_len) {
+        value_len = room - key_len;
+        truncated = 1;
+    }
+    if (truncated)
+        log_event(LOG_WARN, src->topic, src->partition, src->offset, NULL,
+                  "dead letter cut to %zu bytes of key and %zu of value "
+                  "(message.max.bytes %zu)", key_len, value_len,
+                  dlq->max_message);
+    hdrs = dlq_headers_new(dlq, src, error_class, reason, truncated);
     if (!hdrs) {
         err = NS_ERR_NOMEM;
         ns_err_set(errstr, errstr_size,
@@ -362,9 +400,8 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
         kerr = rd_kafka_producev(
             dlq->rk, RD_KAFKA_V_TOPIC(dlq->topic),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY((void *)src->key, src->key ? src->key_len : 0),
-            RD_KAFKA_V_VALUE((void *)src->value,
-                             src->value ? src->value_len : 0),
+            RD_KAFKA_V_KEY((void *)src->key, key_len),
+            RD_KAFKA_V_VALUE((void *)src->value, value_len),
             RD_KAFKA_V_HEADERS(hdrs),
             RD_KAFKA_V_OPAQUE((void *)(uintptr_t)dlq->gen),
             RD_KAFKA_V_END);

@@ -8,6 +8,8 @@
  *   nexus.source.topic / nexus.source.partition / nexus.source.offset
  *   nexus.worker          worker name
  *   nexus.time            ISO-8601 UTC time of the decision
+ *   nexus.truncated       only on a letter cut to fit message.max.bytes:
+ *                         "key=N value=M", the original sizes
  * plus the original message's own headers. The producer is idempotent with
  * acks=all; offsets of DLQ'd events are committed only after dlq_flush()
  * reports every send acknowledged.

@@ -11,7 +11,9 @@ import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "bin")
+# Where the worker binaries are: bin/, or another build of them (the
+# ASan/UBSan one in build/asan/bin) through NEXUS_WORKER_BIN_DIR.
+BIN = os.path.abspath(os.environ.get("NEXUS_WORKER_BIN_DIR") or os.path.join(ROOT, "bin"))
 
 
 def new_id():
@@ -21,7 +23,9 @@ def new_id():
 
 
 def wait_until(pred, timeout=60.0, interval=0.25, what="condition"):
-    """Poll pred() until it returns a truthy value; fail after timeout."""
+    """Poll pred() until it returns a truthy value; fail after timeout,
+    stretched by NEXUS_TEST_TIME_SCALE (slow builds: ASan, valgrind)."""
+    timeout *= float(os.environ.get("NEXUS_TEST_TIME_SCALE") or 1)
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
@@ -351,11 +355,12 @@ class Proxy:
         self.sock.close()
 
 
-def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1):
+def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=()):
     """A copy of the mapping whose topics are new scratch topics, created
     here: tests that inject made-up events use them, so no other consumer
     group ever replays those events into the shared graph. Returns
-    (mapping path, prefix, cleanup function)."""
+    (mapping path, prefix, cleanup function). configs: topic settings as
+    "name=value" strings, for every topic made here."""
     import uuid as _uuid
     clients_src = os.path.join(ROOT, "tests", "clients")
     p = subprocess.run(["make", "-s", "-C", clients_src], capture_output=True, text=True)
@@ -372,7 +377,8 @@ def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1):
     topics = [f"{prefix}.{lane}.{worker}" for lane in lanes] + [f"{prefix}.dlq"]
     boot = nx.env["NEXUS_KAFKA_BOOTSTRAP"]
     for t in topics:
-        p = subprocess.run([admin, boot, "create", t, str(partitions)], capture_output=True, text=True, timeout=60)
+        p = subprocess.run([admin, boot, "create", t, str(partitions), *configs], capture_output=True, text=True,
+                           timeout=60)
         assert p.returncode == 0, p.stderr
 
     def cleanup():

@@ -126,3 +126,31 @@ java_major() {
     esac
     printf '%s\n' "${v%%[.+-]*}"
 }
+
+# --- stop/start of one component (fault tests) --------------------------------
+# `stack stop COMPONENT` stops one server the way `down` would (PostgreSQL in
+# fast mode, the JVMs with SIGTERM); `stack start COMPONENT` is `up`, which
+# starts only what is down, waits until it is ready, restarts the connector's
+# failed tasks and waits for Debezium's replication stream. These use the
+# functions of deploy/local/stack, so they only run from there.
+
+stack_component_check() {
+    case "${1:-}" in
+    pg | kafka | connect | neo4j) ;;
+    *) stack_die "expected a component (pg, kafka, connect, neo4j), got '${1:-}'" ;;
+    esac
+}
+
+cmd_stop_one() {
+    stack_component_check "${1:-}"
+    [ -d "$STACK" ] || return 0
+    exec 9>"$STACK/lock"
+    flock -w 900 9 || stack_die "another stack command holds $STACK/lock"
+    comp_pid "$1" >/dev/null || stack_info "$1: not running"
+    stop_component "$1"
+}
+
+cmd_start_one() {
+    stack_component_check "${1:-}"
+    cmd_up
+}

@@ -2,8 +2,13 @@
  * kafka_admin - create or delete a scratch topic (the broker does not
  * auto-create topics, and kcat cannot create them).
  *
- *   kafka_admin BOOTSTRAP create TOPIC PARTITIONS
+ *   kafka_admin BOOTSTRAP create TOPIC PARTITIONS [NAME=VALUE...]
  *   kafka_admin BOOTSTRAP delete TOPIC
+ *   kafka_admin BOOTSTRAP commit-end GROUP TOPIC...
+ *
+ * commit-end commits, for a consumer group that is not running, every
+ * partition's high watermark: the group's next member starts at the end
+ * instead of replaying the topic (a test that only wants new events).
  *
  * Exits 0 when the broker confirms, 1 with the reason on stderr otherwise.
  */
@@ -52,6 +57,76 @@ cleanup:
     return rc;
 }
 
+static int commit_end(const char *bootstrap, const char *group,
+                      char **topics, int ntopics)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk = NULL;
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(16);
+    const struct rd_kafka_metadata *md = NULL;
+    char errstr[512];
+    int rc = 1;
+
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr,
+                          sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr,
+                          sizeof(errstr))) {
+        fprintf(stderr, "kafka_admin: %s\n", errstr);
+        goto cleanup;
+    }
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "kafka_admin: %s\n", errstr);
+        goto cleanup;
+    }
+    conf = NULL;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, ADMIN_TIMEOUT_MS)) {
+        fprintf(stderr, "kafka_admin: no metadata from the broker\n");
+        goto cleanup;
+    }
+    for (int t = 0; t < ntopics; t++) {
+        int found = 0;
+        for (int i = 0; i < md->topic_cnt; i++) {
+            if (strcmp(md->topics[i].topic, topics[t]) != 0)
+                continue;
+            found = 1;
+            for (int p = 0; p < md->topics[i].partition_cnt; p++) {
+                int64_t lo = 0, hi = 0;
+                int32_t id = md->topics[i].partitions[p].id;
+                if (rd_kafka_query_watermark_offsets(rk, topics[t], id, &lo,
+                                                     &hi, ADMIN_TIMEOUT_MS)) {
+                    fprintf(stderr, "kafka_admin: no watermarks for %s/%d\n",
+                            topics[t], (int)id);
+                    goto cleanup;
+                }
+                rd_kafka_topic_partition_list_add(offs, topics[t], id)->offset = hi;
+            }
+        }
+        if (!found) {
+            fprintf(stderr, "kafka_admin: no topic %s\n", topics[t]);
+            goto cleanup;
+        }
+    }
+    if (rd_kafka_commit(rk, offs, 0)) {
+        fprintf(stderr, "kafka_admin: commit for group %s failed\n", group);
+        goto cleanup;
+    }
+    rc = 0;
+
+cleanup:
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_partition_list_destroy(offs);
+    if (rk) {
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+    }
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     rd_kafka_conf_t *conf = NULL;
@@ -63,9 +138,12 @@ int main(int argc, char **argv)
     char errstr[512];
     int create, rc = 1;
 
-    if (argc < 4 || (strcmp(argv[2], "create") == 0 && argc != 5)) {
+    if (argc >= 5 && strcmp(argv[2], "commit-end") == 0)
+        return commit_end(argv[1], argv[3], argv + 4, argc - 4);
+    if (argc < 4 || (strcmp(argv[2], "create") == 0 && argc < 5)) {
         fprintf(stderr, "usage: kafka_admin BOOTSTRAP create TOPIC PARTITIONS"
-                " | BOOTSTRAP delete TOPIC\n");
+                " [NAME=VALUE...] | BOOTSTRAP delete TOPIC"
+                " | BOOTSTRAP commit-end GROUP TOPIC...\n");
         return 2;
     }
     create = strcmp(argv[2], "create") == 0;
@@ -96,6 +174,20 @@ int main(int argc, char **argv)
         if (!nt) {
             fprintf(stderr, "kafka_admin: %s\n", errstr);
             goto cleanup;
+        }
+        /* topic configs, e.g. max.message.bytes=20971520 */
+        for (int i = 5; i < argc; i++) {
+            char *eq = strchr(argv[i], '=');
+            if (!eq) {
+                fprintf(stderr, "kafka_admin: config '%s' is not NAME=VALUE\n",
+                        argv[i]);
+                goto cleanup;
+            }
+            *eq = '\0';
+            if (rd_kafka_NewTopic_set_config(nt, argv[i], eq + 1)) {
+                fprintf(stderr, "kafka_admin: cannot set config %s\n", argv[i]);
+                goto cleanup;
+            }
         }
         rd_kafka_CreateTopics(rk, &nt, 1, opts, queue);
     } else {
