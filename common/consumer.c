@@ -945,10 +945,14 @@ cleanup:
 }
 
 /* name, value pairs */
-static const char *const prefetch_defaults[] = {
+static const char *const kafka_defaults[] = {
     "queued.max.messages.kbytes", "6144",
     "fetch.message.max.bytes", "524288",
     "fetch.max.bytes", "4194304",
+    /* a killed instance's partitions move after 10 s, not librdkafka's 45 s
+     * (heartbeats come from a background thread, so long batches are fine) */
+    "session.timeout.ms", "10000",
+    "heartbeat.interval.ms", "3000",
 };
 
 enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
@@ -998,10 +1002,10 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     /* librdkafka prefetches up to 64 MB by default; a few batches ahead is
      * all the loop can use, and the bound keeps a worker's RSS small. The
      * configuration's kafka properties, set after, override these. */
-    for (size_t i = 0; i < sizeof(prefetch_defaults) / sizeof(prefetch_defaults[0]); i += 2)
-        if (rd_kafka_conf_set(conf, prefetch_defaults[i], prefetch_defaults[i + 1],
+    for (size_t i = 0; i < sizeof(kafka_defaults) / sizeof(kafka_defaults[0]); i += 2)
+        if (rd_kafka_conf_set(conf, kafka_defaults[i], kafka_defaults[i + 1],
                               kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            snprintf(errstr, errstr_size, "kafka.%s: %s", prefetch_defaults[i], kerr);
+            snprintf(errstr, errstr_size, "kafka.%s: %s", kafka_defaults[i], kerr);
             err = NS_ERR_CONFIG;
             goto cleanup;
         }
