@@ -24,7 +24,7 @@ def test_0001_bench_reduced_end_to_end(stack, tmp_path):
     env = dict(os.environ)
     env.pop("NEXUS_BENCH_NEO4J_CONNECTOR", None)
     p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run"), "--scale", "0.001",
-                        "--instances", "1,2", "--latency-rates", "500,2000", "--latency-seconds", "1",
+                        "--instances", "1,2", "--verify-sink", "--latency-rates", "500,2000", "--latency-seconds", "1",
                         "--out", str(out)], capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     assert "connector was not available" in p.stdout
@@ -46,6 +46,9 @@ def test_0001_bench_reduced_end_to_end(stack, tmp_path):
             assert all(w["peak_rss_mb"] > 0 and w["cpu_s"] >= 0 for w in workers), r
     assert {r["workload"] for r in res["ratios"]} == {"W1", "W2", "W3"}
     assert all(r["nexus_over_ceiling"] > 0 and r["nexus_over_connector"] is None for r in res["ratios"])
+    # the connector's Cypher strategy, emulated, gives the workers' graph
+    assert [(c["workload"], c["equal"]) for c in res["sink_cypher_check"]] == \
+        [("W1", True), ("W2", True), ("W3", True)]
     lat = res["latency"]
     assert [(r["system"], r["rate"]) for r in lat] == [("nexus-sync", 500), ("nexus-sync", 2000)]
     for r in lat:
