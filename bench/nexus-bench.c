@@ -520,12 +520,12 @@ static enum ns_err read_batches(const struct mapping *map, const char *path,
         }
         if (res == CHANGE_READY)
             bt->count++;
-        if (bt->messages == batch_max)
-            bt->count = change_coalesce(bt->changes, bt->count);
     }
-    if (nb && batches[nb - 1].messages < batch_max)
-        batches[nb - 1].count =
-            change_coalesce(batches[nb - 1].changes, batches[nb - 1].count);
+    /* apply_changes() runs a batch's statements group by group, so two
+     * changes of one key must never both reach it: coalesce, as the
+     * workers do */
+    for (size_t i = 0; i < nb; i++)
+        batches[i].count = change_coalesce(batches[i].changes, batches[i].count);
 
 cleanup:
     free(line);
