@@ -549,7 +549,7 @@ static int cmd_ceiling(const struct mapping *map, int argc, char **argv)
     struct batch *batches = NULL;
     struct apply_result *results = NULL;
     struct neo4j_client *nc = NULL;
-    unsigned transactions = 0, statements = 0;
+    unsigned transactions = 0, statements = 0, retries = 0;
     double t0, elapsed;
     char errstr[1024];
     enum ns_err err;
@@ -596,15 +596,22 @@ static int cmd_ceiling(const struct mapping *map, int argc, char **argv)
         struct apply_stats st;
 
         for (int attempt = 0;; attempt++) {
+            long delay_ms = 50L << (attempt < 6 ? attempt : 6);
+
             err = apply_changes(nc, map, batches[i].changes, batches[i].count,
                                 results, &st, errstr, sizeof(errstr));
             transactions += st.transactions;
             statements += st.statements;
-            if (err != NS_ERR_NEO4J_TRANSIENT || attempt == 5)
+            if (err != NS_ERR_NEO4J_TRANSIENT || attempt == 60)
                 break;
-            /* a deadlock between parallel ceiling clients: retry, as a
-             * worker would */
-            fprintf(stderr, "nexus-bench: retrying batch %zu: %s\n", i, errstr);
+            /* a deadlock between parallel ceiling clients (links of two
+             * workers MERGE the same endpoint nodes): back off with jitter
+             * and retry, as a worker would; the wait is in the figure */
+            retries++;
+            delay_ms = delay_ms / 2 + rand() % (delay_ms / 2 + 1);
+            nanosleep(&(struct timespec){delay_ms / 1000,
+                                         (delay_ms % 1000) * 1000000L},
+                      NULL);
         }
         if (err) {
             fprintf(stderr, "nexus-bench: batch %zu: %s\n", i, errstr);
@@ -623,10 +630,11 @@ static int cmd_ceiling(const struct mapping *map, int argc, char **argv)
     }
     printf("{\"file\":\"%s\",\"messages\":%zu,\"changes\":%zu,"
                "\"applied\":%zu,\"skipped\":%zu,\"batches\":%zu,"
-               "\"transactions\":%u,\"statements\":%u,\"seconds\":%.3f,"
+               "\"transactions\":%u,\"statements\":%u,\"retries\":%u,"
+           "\"seconds\":%.3f,"
                "\"events_per_s\":%.1f}\n",
                path, messages, changes, applied, skipped, nb, transactions,
-               statements, elapsed,
+               statements, retries, elapsed,
                elapsed > 0 ? (double)messages / elapsed : 0.0);
     rc = 0;
 
