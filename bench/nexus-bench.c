@@ -629,13 +629,12 @@ static int cmd_ceiling(const struct mapping *map, int argc, char **argv)
         goto cleanup;
     }
     printf("{\"file\":\"%s\",\"messages\":%zu,\"changes\":%zu,"
-               "\"applied\":%zu,\"skipped\":%zu,\"batches\":%zu,"
-               "\"transactions\":%u,\"statements\":%u,\"retries\":%u,"
-           "\"seconds\":%.3f,"
-               "\"events_per_s\":%.1f}\n",
-               path, messages, changes, applied, skipped, nb, transactions,
-               statements, retries, elapsed,
-               elapsed > 0 ? (double)messages / elapsed : 0.0);
+           "\"applied\":%zu,\"skipped\":%zu,\"batches\":%zu,"
+           "\"transactions\":%u,\"statements\":%u,\"retries\":%u,"
+           "\"seconds\":%.3f,\"events_per_s\":%.1f}\n",
+           path, messages, changes, applied, skipped, nb, transactions,
+           statements, retries, elapsed,
+           elapsed > 0 ? (double)messages / elapsed : 0.0);
     rc = 0;
 
 cleanup:
