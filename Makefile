@@ -16,11 +16,13 @@ COMMON_SRC  := $(wildcard common/*.c)
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 WORKER_SRC  := $(wildcard workers/*.c)
 TOOL_SRC    := $(wildcard tools/*.c)
+BENCH_SRC   := $(wildcard bench/*.c)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
-PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%)
+PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%) \
+               $(BENCH_SRC:bench/%.c=$(BIN)/%)
 UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all unit test asan chaos demo clean
+.PHONY: all unit test asan chaos demo bench clean
 
 # keep object files between runs (they are intermediates of pattern rules)
 .SECONDARY:
@@ -40,6 +42,10 @@ $(BIN)/%: $(BUILD)/workers/%.o $(BUILD)/libnexus.a
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BIN)/%: $(BUILD)/tools/%.o $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BIN)/%: $(BUILD)/bench/%.o $(BUILD)/libnexus.a
 	@mkdir -p $(dir $@)
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
@@ -71,8 +77,15 @@ chaos:
 demo:
 	bash deploy/local/demo
 
+# Throughput, latency and memory beside the Neo4j Kafka connector and Neo4j's
+# own ceiling (bench/README.md); BENCH_SCALE=0.05 for a reduced run.
+BENCH_SCALE ?= 1
+bench: all
+	python3 bench/run --scale $(BENCH_SCALE)
+
 clean:
 	rm -rf $(BUILD) $(BIN)
 
 -include $(COMMON_OBJ:.o=.d) $(WORKER_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) \
+         $(BENCH_SRC:%.c=$(BUILD)/%.d) \
          $(UNIT_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/unit/cases.d

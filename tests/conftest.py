@@ -58,6 +58,15 @@ def stack_up(env=None):
     return read_env_file(os.path.join(stack_dir(merged), "env"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "stack_last: restarts or resets the shared stack; runs last")
+
+
+def pytest_collection_modifyitems(items):
+    """stack_last tests go behind every other test (stable order)."""
+    items.sort(key=lambda item: item.get_closest_marker("stack_last") is not None)
+
+
 @pytest.fixture(scope="session")
 def stack():
     return stack_up()
