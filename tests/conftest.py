@@ -60,11 +60,18 @@ def stack_up(env=None):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "stack_last: restarts or resets the shared stack; runs last")
+    config.addinivalue_line("markers", "slow: a heavy test (minutes); `-m 'not slow'` leaves it out")
 
 
-def pytest_collection_modifyitems(items):
-    """stack_last tests go behind every other test (stable order)."""
-    items.sort(key=lambda item: item.get_closest_marker("stack_last") is not None)
+def pytest_collection_modifyitems(config, items):
+    """Slow tests that rebuild shared state (the connector, the whole graph)
+    run after every other test, so no other test sees their traffic; the
+    stack_last ones (restarts, a wiped graph) after those (stable order)."""
+    def rank(item):
+        if item.get_closest_marker("stack_last") is not None:
+            return 2
+        return 1 if item.get_closest_marker("slow") is not None else 0
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -89,13 +96,3 @@ def project(nx):
     INSERT INTO programs (id, tenant_id, name) VALUES ('{pg}', '{t}', 'p');
     INSERT INTO projects (id, program_id, tenant_id, name) VALUES ('{p}', '{pg}', '{t}', 'p');""")
     return {"tenant": t, "program": pg, "project": p}
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: a heavy test (minutes); `-m 'not slow'` leaves it out")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Slow tests that rebuild shared state (the connector, the whole graph)
-    run after every other test, so no other test sees their traffic."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
