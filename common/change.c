@@ -299,6 +299,18 @@ static int change_same_identity(const struct change *a, const struct change *b)
  * (marked by a NULL table until compaction). */
 static void fold_into_newer(struct change *changes, size_t older, size_t newer)
 {
+    /* Arrival order is source order within a partition. A change that
+     * arrives later but is older at the source (the same key in another
+     * partition: a redelivery, a re-keyed topic) must not win: the newer
+     * one moves to the later slot. Equal positions keep arrival order. */
+    if (changes[newer].lsn < changes[older].lsn ||
+        (changes[newer].lsn == changes[older].lsn &&
+         changes[newer].version < changes[older].version)) {
+        struct change swap = changes[newer];
+
+        changes[newer] = changes[older];
+        changes[older] = swap;
+    }
     if (changes[newer].action == CHANGE_UPSERT &&
         changes[older].action == CHANGE_UPSERT)
         carry_unavailable(&changes[newer], &changes[older]);

@@ -219,6 +219,38 @@ static enum ns_err lane_regex(const struct mapping *map, enum mapping_lane lane,
     return err;
 }
 
+/* Regex of the bookkeeping columns of every table: "schema.table.column". */
+static enum ns_err bookkeeping_regex(const struct mapping *map, struct buf *b)
+{
+    const struct mapping_sync *sync = &map->sync;
+    enum ns_err err = buf_addf(b, "%s\\.[^.]+\\.(%s|%s|%s|%s", map->pg_schema,
+                               sync->status, sync->attempts, sync->error,
+                               sync->timestamp);
+
+    for (size_t i = 0; !err && i < map->table_count; i++) {
+        const char *cols[2] = {map->tables[i].node_id_column,
+                               map->tables[i].rel_id_column};
+        for (int c = 0; !err && c < 2; c++) {
+            int seen = 0;
+            if (!cols[c])
+                continue;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = (map->tables[j].node_id_column &&
+                        strcmp(map->tables[j].node_id_column, cols[c]) == 0) ||
+                       (map->tables[j].rel_id_column &&
+                        strcmp(map->tables[j].rel_id_column, cols[c]) == 0);
+            if (c == 1 && map->tables[i].node_id_column &&
+                strcmp(map->tables[i].node_id_column, cols[c]) == 0)
+                seen = 1;
+            if (!seen)
+                err = buf_addf(b, "|%s", cols[c]);
+        }
+    }
+    if (!err)
+        err = buf_adds(b, ")");
+    return err;
+}
+
 static int cmd_connector_json(const struct mapping *map)
 {
     cJSON *cfg = cJSON_CreateObject();
@@ -311,6 +343,16 @@ static int cmd_connector_json(const struct mapping *map)
         "org.apache.kafka.connect.transforms.predicates.TopicNameMatches");
     SET("predicates.issignal.pattern", buf_str(&regex));
     SET("table.include.list", buf_str(&tables));
+    /* The write-back changes only bookkeeping columns. Left out of the
+     * events, such an update has no change in what remains, and Debezium
+     * drops it: our own write-back never comes back as an event (half the
+     * volume through Debezium, Kafka and the workers). pg_version stays. */
+    buf_reset(&regex);
+    err = bookkeeping_regex(map, &regex);
+    if (err)
+        goto cleanup;
+    SET("column.exclude.list", buf_str(&regex));
+    SET("skip.messages.without.change", "true");
     buf_reset(&regex);
     err = buf_addf(&regex, "dropsignal,%s", buf_str(&transforms));
     if (err)
