@@ -12,7 +12,7 @@
  *   kafka = ( ["bootstrap.servers", "127.0.0.1:59092"], ... );  # passed
  *                                        # to librdkafka pair by pair
  *   neo4j = { url = ...; database = "neo4j"; user = ...; password = ...;
- *             timeout_ms = 30000; ca_file = "/etc/nexus/ca.crt"; };
+ *             timeout_ms = 60000; ca_file = "/etc/nexus/ca.crt"; };
  *   postgres = { conninfo = "host=... port=... dbname=... user=..." ;
  *                password = ...; sslmode = "verify-full";
  *                sslrootcert = "/etc/nexus/ca.crt"; };
