@@ -163,6 +163,22 @@ static void convert_civil(int64_t days, int *year, int *month, int *day)
     *day = (int)d;
 }
 
+int convert_iso_from_micros(int64_t us, int zulu, char *out, size_t size)
+{
+    int64_t days = convert_floor_div(us, CONVERT_US_PER_DAY), tod;
+    int year, month, day;
+
+    if (days < CONVERT_DAYS_MIN || days > CONVERT_DAYS_MAX)
+        return -1;
+    tod = us - days * CONVERT_US_PER_DAY;
+    convert_civil(days, &year, &month, &day);
+    snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%06d%s", year, month,
+             day, (int)(tod / 3600000000LL), (int)(tod / 60000000LL % 60),
+             (int)(tod / 1000000LL % 60), (int)(tod % 1000000LL),
+             zulu ? "Z" : "");
+    return 0;
+}
+
 static int convert_days_in_month(int year, int month)
 {
     static const int days[12] = {31, 28, 31, 30, 31, 30,
@@ -340,8 +356,7 @@ static enum ns_err convert_timestamptz(const cJSON *v, cJSON **out,
 static enum ns_err convert_timestamp(const cJSON *v, cJSON **out,
                                      char *errstr, size_t errstr_size)
 {
-    int64_t us, days, tod;
-    int year, month, day;
+    int64_t us;
     char iso[40];
 
     if (cJSON_IsString(v) && v->valuestring) {
@@ -361,19 +376,12 @@ static enum ns_err convert_timestamp(const cJSON *v, cJSON **out,
                        "microseconds within 64 bits");
         return NS_ERR_SCHEMA;
     }
-    days = convert_floor_div(us, CONVERT_US_PER_DAY);
-    if (days < CONVERT_DAYS_MIN || days > CONVERT_DAYS_MAX) {
+    if (convert_iso_from_micros(us, 0, iso, sizeof(iso)) != 0) {
         ns_err_set(errstr, errstr_size,
                        "timestamp %lld us is outside years 0000-9999",
                        (long long)us);
         return NS_ERR_SCHEMA;
     }
-    tod = us - days * CONVERT_US_PER_DAY;
-    convert_civil(days, &year, &month, &day);
-    snprintf(iso, sizeof(iso), "%04d-%02d-%02dT%02d:%02d:%02d.%06d", year,
-             month, day, (int)(tod / 3600000000LL),
-             (int)(tod / 60000000LL % 60), (int)(tod / 1000000LL % 60),
-             (int)(tod % 1000000LL));
     return convert_string_out(iso, out, errstr, errstr_size);
 }
 

@@ -27,6 +27,7 @@
 #define NS_CONVERT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 
@@ -62,6 +63,12 @@ const char *convert_json_kind(const struct cJSON *v);
 
 /* Non-zero when v is the unchanged-TOAST placeholder. v may be NULL. */
 int convert_is_unavailable(const struct cJSON *v);
+
+/*
+ * Epoch microseconds as ISO 8601 "YYYY-MM-DDTHH:MM:SS.ffffff", with a
+ * trailing "Z" when zulu; out needs 28 bytes. -1 outside years 0000-9999.
+ */
+int convert_iso_from_micros(int64_t us, int zulu, char *out, size_t size);
 
 /*
  * Convert one Debezium column value to a parameter value.

@@ -149,45 +149,6 @@ static int parse_int64(const char *s, int64_t *out)
     return 0;
 }
 
-/* Civil date of days since 1970-01-01 (H. Hinnant's algorithm). */
-static void civil_from_days(int64_t days, int *year, int *month, int *day)
-{
-    int64_t z = days + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int64_t m = mp < 10 ? mp + 3 : mp - 9;
-
-    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *month = (int)m;
-    *year = (int)(yoe + era * 400 + (m <= 2));
-}
-
-/*
- * ISO-8601 text of a microsecond epoch value, "Z" appended when zulu.
- * Returns -1 outside years 0000-9999 (the range the workers accept).
- */
-static int iso_from_micros(int64_t us, int zulu, char *out, size_t size)
-{
-    const int64_t per_day = 86400000000LL;
-    int64_t days = us / per_day, tod;
-    int year, month, day;
-
-    if (us % per_day < 0)
-        days--;
-    if (days < -719528LL || days > 2932896LL)
-        return -1;
-    tod = us - days * per_day;
-    civil_from_days(days, &year, &month, &day);
-    snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%06d%s", year, month,
-             day, (int)(tod / 3600000000LL), (int)(tod / 60000000LL % 60),
-             (int)(tod / 1000000LL % 60), (int)(tod % 1000000LL),
-             zulu ? "Z" : "");
-    return 0;
-}
-
 static int is_string_type(enum col_type t)
 {
     return t == COL_UUID || t == COL_TEXT || t == COL_ENUM || t == COL_JSON;
@@ -228,7 +189,7 @@ static char *show_neo(const cJSON *v, enum col_type type)
 
     if (is_temporal(type) && cJSON_IsString(v) &&
         parse_int64(v->valuestring, &us) == 0 &&
-        iso_from_micros(us, type == COL_TIMESTAMPTZ, iso, sizeof(iso)) == 0) {
+        convert_iso_from_micros(us, type == COL_TIMESTAMPTZ, iso, sizeof(iso)) == 0) {
         tmp = cJSON_CreateString(iso);
         s = show_json(tmp);
         cJSON_Delete(tmp);
@@ -551,7 +512,7 @@ static enum ns_err pg_param(const char *text, const struct mapping_property *p,
     case COL_TIMESTAMPTZ:
     case COL_TIMESTAMP:
         if (parse_int64(text, &us) == 0 &&
-            iso_from_micros(us, p->type == COL_TIMESTAMPTZ, iso,
+            convert_iso_from_micros(us, p->type == COL_TIMESTAMPTZ, iso,
                             sizeof(iso)) == 0)
             in = cJSON_CreateString(iso);
         else

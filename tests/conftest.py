@@ -80,6 +80,14 @@ def stack():
 
 
 
+@pytest.fixture(autouse=True)
+def _stop_tracked_workers():
+    """A failing test must not leave the workers it tracked running."""
+    yield
+    from nexus import stop_tracked
+    stop_tracked()
+
+
 @pytest.fixture(scope="module")
 def nx(stack):
     """The stack's servers, through tests/nexus.py's helpers."""

@@ -278,6 +278,23 @@ def empty_graph(nx):
         nx.cypher(f"DROP CONSTRAINT `{row['name']}` IF EXISTS")
 
 
+# Workers a test started (track()); conftest stops those still running
+# after every test, so a failing test does not leave its workers behind.
+_tracked = []
+
+
+def track(worker):
+    _tracked.append(worker)
+    return worker
+
+
+def stop_tracked():
+    while _tracked:
+        w = _tracked.pop()
+        if w.proc and w.proc.poll() is None:
+            w.stop()
+
+
 class Proxy:
     """A TCP forwarder on loopback that a test can cut and restore, to play
     a server outage without touching the shared stack. While down it

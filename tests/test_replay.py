@@ -8,26 +8,14 @@ import uuid
 
 import pytest
 
-from nexus import (new_id as U, Worker, canonical_dump, empty_graph, run_tool,
+from nexus import (track, new_id as U, Worker, canonical_dump, empty_graph, run_tool,
                    wait_group_caught_up, wait_until)
 
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
 
-_started = []
-
-
-@pytest.fixture(autouse=True)
-def _stop_leftover_workers():
-    yield
-    while _started:
-        w = _started.pop()
-        if w.proc and w.proc.poll() is None:
-            w.stop()
-
-
 def worker(nx, tmp_path, name, group, sub=""):
     w = Worker(nx, name, str(tmp_path / f"{name}{sub}"), group, NEXUS_BATCH_MS=20)
-    _started.append(w)
+    track(w)
     return w
 
 

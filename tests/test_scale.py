@@ -11,23 +11,11 @@ import uuid
 
 import pytest
 
-from nexus import (new_id as U, Proxy, Worker, committed_offsets, run_tool, wait_group_caught_up,
+from nexus import (track, new_id as U, Proxy, Worker, committed_offsets, run_tool, wait_group_caught_up,
                    wait_until)
 
 TOPIC = "nexus.normal.tag"
 SIGTERM_BOUND_S = 10.0
-
-_started = []
-
-
-@pytest.fixture(autouse=True)
-def _stop_leftover_workers():
-    yield
-    while _started:
-        w = _started.pop()
-        if w.proc and w.proc.poll() is None:
-            w.stop()
-
 
 def at_end(nx, group, when_ms=None):
     """Place a new group at the messages from when_ms on (default: now), so
@@ -41,7 +29,7 @@ def at_end(nx, group, when_ms=None):
 def tag_worker(nx, tmp_path, group, sub, **env):
     env.setdefault("NEXUS_BATCH_MS", 20)
     w = Worker(nx, "tag", str(tmp_path / sub), group, **env)
-    _started.append(w)
+    track(w)
     return w
 
 

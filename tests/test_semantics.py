@@ -5,26 +5,13 @@ import uuid
 
 import pytest
 
-from nexus import new_id as U, Stack, Worker, graph_dump, scratch_lanes, wait_until
-
-
-_started = []
-
-
-@pytest.fixture(autouse=True)
-def _stop_leftover_workers():
-    """A failing test must not leave its workers running."""
-    yield
-    while _started:
-        w = _started.pop()
-        if w.proc and w.proc.poll() is None:
-            w.stop()
+from nexus import track, new_id as U, Stack, Worker, graph_dump, scratch_lanes, wait_until
 
 
 def make_worker(nx, tmp_path, name, **env):
     w = Worker(nx, name, str(tmp_path / name), f"sem-{name}-{uuid.uuid4().hex[:8]}",
                NEXUS_BATCH_MS=20, **env)
-    _started.append(w)
+    track(w)
     return w
 
 

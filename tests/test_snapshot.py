@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from nexus import (ROOT, new_id as U, Worker, empty_graph, run_tool, wait_group_caught_up,
+from nexus import (track, ROOT, new_id as U, Worker, empty_graph, run_tool, wait_group_caught_up,
                    wait_until)
 
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
@@ -25,18 +25,6 @@ LINKS = {"project_memberships": "HAS_MEMBER", "thread_relationships": "PARENT_OF
          "message_relationships": "REPLIED_WITH", "message_context_items": "USED_CONTEXT"}
 PARENTS = {"users": "HAS_USER", "programs": "HAS_PROGRAM", "projects": "HAS_PROJECT", "threads": "HAS_THREAD",
            "tags": "HAS_TAG", "messages": "CONTAINS_MESSAGE", "content_chunks": "HAS_CHUNK"}
-
-_started = []
-
-
-@pytest.fixture(autouse=True)
-def _stop_leftover_workers():
-    yield
-    while _started:
-        w = _started.pop()
-        if w.proc and w.proc.poll() is None:
-            w.stop()
-
 
 def connect(nx, method, path, body=None, ok=(200, 201, 202, 204)):
     url = nx.env["NEXUS_CONNECT_URL"].rstrip("/") + path.replace("CONNECTOR", nx.env["NEXUS_CONNECTOR"])
@@ -128,7 +116,7 @@ def test_initial_snapshot_of_100k_rows_converges_an_empty_graph(nx, tmp_path):
     ws = []
     for name in WORKERS:
         w = Worker(nx, name, str(tmp_path / name), groups[name])
-        _started.append(w)
+        track(w)
         ws.append(w.start())
     wait_until(lambda: graph_counts(nx) == want, 900, interval=5.0, what="graph counts equal to PostgreSQL")
     converge_s = time.time() - t0_ms / 1000
@@ -179,7 +167,7 @@ def test_incremental_snapshot_through_the_signal_table(nx, project, tmp_path):
     start = int(time.time() * 1000)
     group = fresh_groups_at(nx, start, uuid.uuid4().hex[:8])["tag"]
     w = Worker(nx, "tag", str(tmp_path / "tag"), group)
-    _started.append(w)
+    track(w)
     w.start()
     ids = [U() for _ in range(5)]
     nx.psql("INSERT INTO tags (id, project_id, tenant_id, name) VALUES " + ", ".join(

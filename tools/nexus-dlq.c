@@ -798,14 +798,47 @@ static cJSON *json_pos(int32_t partition, int64_t offset, const char *time)
     return o;
 }
 
+/* A JSON string of len bytes (not NUL-terminated), or null when p is
+ * NULL; NULL only when out of memory. */
+static cJSON *json_bytes(const void *p, size_t len)
+{
+    char *s;
+    cJSON *v;
+
+    if (!p)
+        return cJSON_CreateNull();
+    s = malloc(len + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, p, len);
+    s[len] = '\0';
+    v = cJSON_CreateString(s);
+    free(s);
+    return v;
+}
+
+/* Print doc as one line on stdout, then free it. */
+static enum ns_err print_json_line(cJSON *doc, char *errstr,
+                                   size_t errstr_size)
+{
+    char *text = cJSON_PrintUnformatted(doc);
+
+    cJSON_Delete(doc);
+    if (!text) {
+        ns_err_set(errstr, errstr_size, "out of memory");
+        return NS_ERR_NOMEM;
+    }
+    printf("%s\n", text);
+    free(text);
+    return NS_OK;
+}
+
 static enum ns_err list_print_json(const char *topic, const struct groups *gs,
                                    uint64_t total, char *errstr,
                                    size_t errstr_size)
 {
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = NULL;
-    char *text = NULL;
-    enum ns_err err = NS_ERR_NOMEM;
 
     if (!doc || !cJSON_AddStringToObject(doc, "topic", topic) ||
         !cJSON_AddNumberToObject(doc, "total", (double)total))
@@ -835,17 +868,11 @@ static enum ns_err list_print_json(const char *topic, const struct groups *gs,
             !cJSON_AddNumberToObject(o, "count", (double)g->count))
             goto cleanup;
     }
-    text = cJSON_PrintUnformatted(doc);
-    if (!text)
-        goto cleanup;
-    printf("%s\n", text);
-    err = NS_OK;
+    return print_json_line(doc, errstr, errstr_size);
 cleanup:
-    if (err)
-        ns_err_set(errstr, errstr_size, "out of memory");
-    free(text);
     cJSON_Delete(doc);
-    return err;
+    ns_err_set(errstr, errstr_size, "out of memory");
+    return NS_ERR_NOMEM;
 }
 
 static void list_print_text(const char *topic, const struct groups *gs,
@@ -929,77 +956,54 @@ static enum ns_err show_print_json(const struct letters *chosen, size_t n,
                                    char *errstr, size_t errstr_size)
 {
     cJSON *arr = cJSON_CreateArray();
-    char *text = NULL;
-    enum ns_err err = NS_ERR_NOMEM;
 
     if (!arr)
-        goto cleanup;
+        goto nomem;
     for (size_t i = 0; i < n; i++) {
         const struct letter *lt = chosen->v[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON *h;
+        cJSON *o = cJSON_CreateObject(), *h, *v;
         const char *name;
         const void *val;
         size_t size;
-        char *s;
 
         if (!o)
-            goto cleanup;
+            goto nomem;
         cJSON_AddItemToArray(arr, o);
         if (!cJSON_AddNumberToObject(o, "partition", lt->partition) ||
             !cJSON_AddNumberToObject(o, "offset", (double)lt->offset) ||
             !cJSON_AddStringToObject(o, "time", lt->time))
-            goto cleanup;
+            goto nomem;
         h = cJSON_AddArrayToObject(o, "headers");
-        for (size_t k = 0; h && lt->hdrs &&
+        if (!h)
+            goto nomem;
+        for (size_t k = 0; lt->hdrs &&
              rd_kafka_header_get_all(lt->hdrs, k, &name, &val, &size) ==
                  RD_KAFKA_RESP_ERR_NO_ERROR; k++) {
             cJSON *pair = cJSON_CreateArray();
 
-            s = calloc(1, size + 1);
-            if (!pair || !s) {
-                cJSON_Delete(pair);
-                free(s);
-                goto cleanup;
-            }
-            if (val)
-                memcpy(s, val, size);
+            if (!pair)
+                goto nomem;
             cJSON_AddItemToArray(h, pair);
+            v = json_bytes(val, size);
+            if (!v)
+                goto nomem;
             cJSON_AddItemToArray(pair, cJSON_CreateString(name));
-            cJSON_AddItemToArray(pair, val ? cJSON_CreateString(s)
-                                           : cJSON_CreateNull());
-            free(s);
+            cJSON_AddItemToArray(pair, v);
         }
-        if (!h)
-            goto cleanup;
-        s = calloc(1, lt->key_len + 1);
-        if (!s)
-            goto cleanup;
-        if (lt->key_len)
-            memcpy(s, lt->key, lt->key_len);
-        cJSON_AddItemToObject(o, "key", lt->key ? cJSON_CreateString(s)
-                                                : cJSON_CreateNull());
-        free(s);
-        s = calloc(1, lt->value_len + 1);
-        if (!s)
-            goto cleanup;
-        if (lt->value_len)
-            memcpy(s, lt->value, lt->value_len);
-        cJSON_AddItemToObject(o, "value", lt->value ? cJSON_CreateString(s)
-                                                    : cJSON_CreateNull());
-        free(s);
+        v = json_bytes(lt->key, lt->key_len);
+        if (!v)
+            goto nomem;
+        cJSON_AddItemToObject(o, "key", v);
+        v = json_bytes(lt->value, lt->value_len);
+        if (!v)
+            goto nomem;
+        cJSON_AddItemToObject(o, "value", v);
     }
-    text = cJSON_PrintUnformatted(arr);
-    if (!text)
-        goto cleanup;
-    printf("%s\n", text);
-    err = NS_OK;
-cleanup:
-    if (err)
-        ns_err_set(errstr, errstr_size, "out of memory");
-    free(text);
+    return print_json_line(arr, errstr, errstr_size);
+nomem:
     cJSON_Delete(arr);
-    return err;
+    ns_err_set(errstr, errstr_size, "out of memory");
+    return NS_ERR_NOMEM;
 }
 
 static void show_print_text(const char *topic, const struct letters *chosen,

@@ -358,6 +358,21 @@ static rd_kafka_topic_partition_list_t *parts_list(const struct parts *ps)
     return l;
 }
 
+/* Names the first partition librdkafka answered with an error, after
+ * what (may be ""); 1 if any. */
+static int list_failed(const rd_kafka_topic_partition_list_t *l,
+                       const char *what)
+{
+    for (int i = 0; l && i < l->cnt; i++)
+        if (l->elems[i].err) {
+            fprintf(stderr, "nexus-replay: %s[%d]: %s%s\n", l->elems[i].topic,
+                    (int)l->elems[i].partition, what,
+                    rd_kafka_err2str(l->elems[i].err));
+            return 1;
+        }
+    return 0;
+}
+
 /* The group's committed offset of every partition. */
 static int parts_read_committed(rd_kafka_t *rk, struct parts *ps)
 {
@@ -370,15 +385,11 @@ static int parts_read_committed(rd_kafka_t *rk, struct parts *ps)
                 "%s\n", rd_kafka_err2str(kerr));
         goto cleanup;
     }
+    if (list_failed(l, ""))
+        goto cleanup;
     for (int i = 0; i < l->cnt; i++) {
         struct part *p = parts_find(ps, l->elems[i].topic,
                                     l->elems[i].partition);
-        if (l->elems[i].err) {
-            fprintf(stderr, "nexus-replay: %s[%d]: %s\n", l->elems[i].topic,
-                    (int)l->elems[i].partition,
-                    rd_kafka_err2str(l->elems[i].err));
-            goto cleanup;
-        }
         if (p)
             p->committed = l->elems[i].offset >= 0 ? l->elems[i].offset
                                                    : RD_KAFKA_OFFSET_INVALID;
@@ -404,15 +415,11 @@ static int parts_target_time(rd_kafka_t *rk, struct parts *ps, int64_t time_ms)
                 "%s\n", rd_kafka_err2str(kerr));
         goto cleanup;
     }
+    if (list_failed(l, ""))
+        goto cleanup;
     for (int i = 0; i < l->cnt; i++) {
         struct part *p = parts_find(ps, l->elems[i].topic,
                                     l->elems[i].partition);
-        if (l->elems[i].err) {
-            fprintf(stderr, "nexus-replay: %s[%d]: %s\n", l->elems[i].topic,
-                    (int)l->elems[i].partition,
-                    rd_kafka_err2str(l->elems[i].err));
-            goto cleanup;
-        }
         if (!p)
             continue;
         p->target = l->elems[i].offset >= 0 ? l->elems[i].offset : p->high;
@@ -671,14 +678,8 @@ static int parts_delete_commits(rd_kafka_t *rk, const struct parts *ps,
             goto cleanup;
         }
         done = rd_kafka_group_result_partitions(groups[g]);
-        for (int i = 0; done && i < done->cnt; i++)
-            if (done->elems[i].err) {
-                fprintf(stderr, "nexus-replay: %s[%d]: could not delete the "
-                        "committed offset: %s\n", done->elems[i].topic,
-                        (int)done->elems[i].partition,
-                        rd_kafka_err2str(done->elems[i].err));
-                goto cleanup;
-            }
+        if (list_failed(done, "could not delete the committed offset: "))
+            goto cleanup;
     }
     rc = 0;
 cleanup:
@@ -714,13 +715,8 @@ static int parts_commit(rd_kafka_t *rk, const struct parts *ps)
                 rd_kafka_err2str(kerr));
         goto cleanup;
     }
-    for (int i = 0; i < l->cnt; i++)
-        if (l->elems[i].err) {
-            fprintf(stderr, "nexus-replay: %s[%d]: could not commit: %s\n",
-                    l->elems[i].topic, (int)l->elems[i].partition,
-                    rd_kafka_err2str(l->elems[i].err));
-            goto cleanup;
-        }
+    if (list_failed(l, "could not commit: "))
+        goto cleanup;
     rc = 0;
 cleanup:
     rd_kafka_topic_partition_list_destroy(l);

@@ -48,6 +48,24 @@ cleanup:
     return res;
 }
 
+int case_check_keys(const cJSON *c, const char *const *known, size_t n,
+                    const char *what, char *why, size_t why_size)
+{
+    const cJSON *e;
+
+    cJSON_ArrayForEach(e, c) {
+        size_t i = 0;
+
+        while (i < n && strcmp(e->string, known[i]) != 0)
+            i++;
+        if (i == n) {
+            case_why(why, why_size, "unknown %s member '%s'", what, e->string);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int case_json_equal(const cJSON *a, const cJSON *b)
 {
     const cJSON *x, *y;

@@ -17,6 +17,14 @@ void case_why(char *why, size_t why_size, const char *fmt, ...)
  * cannot be read or is larger than max. *len (if not NULL) gets its size. */
 char *case_read_file(const char *path, size_t max, size_t *len);
 
+/* 0 when every member of c is named in known[0..n); else -1, with
+ * "unknown <what> member 'x'" in why. */
+int case_check_keys(const struct cJSON *c, const char *const *known, size_t n,
+                    const char *what, char *why, size_t why_size);
+#define CASE_CHECK_KEYS(c, known, what, why, why_size) \
+    case_check_keys((c), (known), sizeof(known) / sizeof((known)[0]), (what), \
+                    (why), (why_size))
+
 /* Exact structural equality: numbers compare with ==, keys
  * case-sensitively. */
 int case_json_equal(const struct cJSON *a, const struct cJSON *b);

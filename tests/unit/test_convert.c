@@ -29,25 +29,9 @@
 
 #define CASE_MAX_BYTES (4u * 1024u * 1024u)
 
-static int check_keys(const cJSON *c, char *why, size_t why_size)
-{
-    static const char *const known[] = {
-        "type", "type_code", "value", "scale", "expect", "error", "reason",
-        "unavailable", "comment"};
-    const cJSON *e;
-    size_t i;
-
-    cJSON_ArrayForEach(e, c) {
-        for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-            if (strcmp(e->string, known[i]) == 0)
-                break;
-        if (i == sizeof(known) / sizeof(known[0])) {
-            case_why(why, why_size, "unknown case member '%s'", e->string);
-            return -1;
-        }
-    }
-    return 0;
-}
+static const char *const known[] = {
+    "type", "type_code", "value", "scale", "expect", "error", "reason",
+    "unavailable", "comment"};
 
 /* Run one case file; 0 when it passes, else -1 with why set. */
 static int run_case(const char *path, char *why, size_t why_size)
@@ -70,7 +54,7 @@ static int run_case(const char *path, char *why, size_t why_size)
         case_why(why, why_size, "case file is not a JSON object");
         goto cleanup;
     }
-    if (check_keys(c, why, why_size) != 0)
+    if (CASE_CHECK_KEYS(c, known, "case", why, why_size) != 0)
         goto cleanup;
     e = cJSON_GetObjectItemCaseSensitive(c, "type");
     if (cJSON_IsString(e)) {

@@ -231,27 +231,11 @@ static int check_event(const struct event *ev, const cJSON *exp, char *why,
     return 0;
 }
 
-static int check_keys(const cJSON *exp, char *why, size_t why_size)
-{
-    static const char *const known[] = {
-        "error", "reason", "tombstone", "op", "table", "schema", "lsn",
-        "tx_id", "ts_ms", "last_commit_lsn", "sequence_lsn", "snapshot",
-        "before", "after",
-        "row", "value_schema", "scales"};
-    const cJSON *e;
-    size_t i;
-
-    cJSON_ArrayForEach(e, exp) {
-        for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-            if (strcmp(e->string, known[i]) == 0)
-                break;
-        if (i == sizeof(known) / sizeof(known[0])) {
-            case_why(why, why_size, "unknown expect member '%s'", e->string);
-            return -1;
-        }
-    }
-    return 0;
-}
+static const char *const expect_keys[] = {
+    "error", "reason", "tombstone", "op", "table", "schema", "lsn",
+    "tx_id", "ts_ms", "last_commit_lsn", "sequence_lsn", "snapshot",
+    "before", "after",
+    "row", "value_schema", "scales"};
 
 /* Run one case file; 0 when it passes, else -1 with why set. */
 static int run_case(const char *path, char *why, size_t why_size)
@@ -277,7 +261,7 @@ static int run_case(const char *path, char *why, size_t why_size)
         case_why(why, why_size, "case file is not {\"input\"..,\"expect\"..}");
         goto cleanup;
     }
-    if (check_keys(exp, why, why_size) != 0)
+    if (CASE_CHECK_KEYS(exp, expect_keys, "expect", why, why_size) != 0)
         goto cleanup;
     if (case_input(c, &data, &len, why, why_size) != 0)
         goto cleanup;

@@ -43,23 +43,6 @@ static const char *const known[] = {
     "seen", "partitions", "heartbeat_age_ms", "expect_lines", "absent",
     "ready", "why"};
 
-static int check_keys(const cJSON *c, char *why, size_t why_size)
-{
-    const cJSON *e;
-    size_t i;
-
-    cJSON_ArrayForEach(e, c) {
-        for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-            if (strcmp(e->string, known[i]) == 0)
-                break;
-        if (i == sizeof(known) / sizeof(known[0])) {
-            case_why(why, why_size, "unknown case member '%s'", e->string);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int target_parse(const char *s)
 {
     if (strcmp(s, "neo4j") == 0)
@@ -269,7 +252,7 @@ static int run_case(const char *path, char *why, size_t why_size)
         case_why(why, why_size, "cannot read or parse the case");
         goto cleanup;
     }
-    if (check_keys(c, why, why_size))
+    if (CASE_CHECK_KEYS(c, known, "case", why, why_size))
         goto cleanup;
     lanes = cJSON_GetObjectItemCaseSensitive(c, "lanes");
     for (int i = 0; i < LANE__COUNT; i++)
