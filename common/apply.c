@@ -17,6 +17,7 @@ struct group {
     const struct mapping_table *tbl;
     enum change_action action;
     uint64_t shape;
+    unsigned round;
     size_t *members;          /* indexes into changes */
     size_t count;
     struct buf text;
@@ -42,6 +43,40 @@ static int by_change_key(const void *a, const void *b)
                   sort_changes[*(const size_t *)b].key);
 }
 
+/* idx[0..n) stably ordered by round (counting sort), so that every
+ * statement of round r runs before any of round r + 1: the changes of one
+ * versioned link then apply in source order. NULL when out of memory. */
+static size_t *rounds_order(const struct change *changes, const size_t *idx,
+                            size_t n)
+{
+    size_t *order = malloc((n ? n : 1) * sizeof(*order));
+    size_t *start = NULL;
+    unsigned max_round = 0;
+
+    if (!order)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (changes[idx[i]].round > max_round)
+            max_round = changes[idx[i]].round;
+    if (max_round == 0) {
+        memcpy(order, idx, n * sizeof(*order));
+        return order;
+    }
+    start = calloc((size_t)max_round + 2, sizeof(*start));
+    if (!start) {
+        free(order);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        start[changes[idx[i]].round + 1]++;
+    for (unsigned r = 1; r <= max_round + 1; r++)
+        start[r] += start[r - 1];
+    for (size_t i = 0; i < n; i++)
+        order[start[changes[idx[i]].round]++] = idx[i];
+    free(start);
+    return order;
+}
+
 /* Build the groups for the changes whose index is in idx[0..n). */
 static enum ns_err build_groups(const struct mapping *map,
                                 const struct change *changes,
@@ -52,15 +87,20 @@ static enum ns_err build_groups(const struct mapping *map,
     size_t count = 0;
     enum ns_err err = NS_OK;
 
-    if (!groups)
+    size_t *order = rounds_order(changes, idx, n);
+
+    if (!groups || !order) {
+        free(groups);
+        free(order);
         return NS_ERR_NOMEM;
+    }
     for (size_t i = 0; i < n; i++) {
-        const struct change *ch = &changes[idx[i]];
+        const struct change *ch = &changes[order[i]];
         struct group *g = NULL;
 
         for (size_t j = 0; j < count; j++)
             if (groups[j].tbl == ch->tbl && groups[j].action == ch->action &&
-                groups[j].shape == ch->shape) {
+                groups[j].shape == ch->shape && groups[j].round == ch->round) {
                 g = &groups[j];
                 break;
             }
@@ -69,6 +109,7 @@ static enum ns_err build_groups(const struct mapping *map,
             g->tbl = ch->tbl;
             g->action = ch->action;
             g->shape = ch->shape;
+            g->round = ch->round;
             g->members = calloc(n, sizeof(size_t));
             buf_init(&g->text, APPLY_STMT_MAX);
             g->params = cJSON_CreateObject();
@@ -81,12 +122,12 @@ static enum ns_err build_groups(const struct mapping *map,
             if (err)
                 goto cleanup;
         }
-        g->members[g->count++] = idx[i];
+        g->members[g->count++] = order[i];
     }
     /* Rows in key order: concurrent writers then lock shared nodes in the
      * same order, which keeps Neo4j deadlocks rare. A group never holds two
-     * changes of one row (coalesced), so the order does not change the
-     * result. */
+     * changes of one row (coalesced, or in different rounds), so the order
+     * does not change the result. */
     sort_changes = changes;
     for (size_t j = 0; j < count; j++) {
         struct group *g = &groups[j];
@@ -101,6 +142,7 @@ static enum ns_err build_groups(const struct mapping *map,
     }
 
 cleanup:
+    free(order);
     if (err) {
         groups_free(groups, count);
         return err;

@@ -2,8 +2,8 @@
  * apply.h - apply a batch of changes to Neo4j in one transaction.
  *
  * Changes are grouped by statement shape (table, action, present
- * properties) into UNWIND statements, in order of first appearance, and
- * sent as one request. When Neo4j rejects the batch permanently, the batch
+ * properties) and round (change.h) into UNWIND statements, by round then
+ * in order of first appearance, and sent as one request. When Neo4j rejects the batch permanently, the batch
  * is split: every change is applied alone, so the good ones still commit
  * and only the bad ones are marked FAILED (for the DLQ).
  */

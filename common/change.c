@@ -318,13 +318,43 @@ static void fold_into_newer(struct change *changes, size_t older, size_t newer)
     changes[older].tbl = NULL;
 }
 
+static int change_is_redelivery(const struct change *a, const struct change *b)
+{
+    return a->lsn == b->lsn && a->version == b->version &&
+           a->action == b->action;
+}
+
+/*
+ * changes[newer] arrived after changes[older], the latest change so far of
+ * the same row. Returns the index of the row's latest change afterwards.
+ * A versioned link keeps both: its history must not depend on where a
+ * batch happened to end, or a replay would rebuild it differently from the
+ * live run. The newer one goes a round later; a change older at the source
+ * than its predecessor is then skipped by the statement's guard, as it
+ * would be in a later batch.
+ */
+static size_t merge_same_row(struct change *changes, size_t older, size_t newer)
+{
+    if (!changes[newer].tbl->temporal) {
+        fold_into_newer(changes, older, newer);
+        return newer;
+    }
+    if (change_is_redelivery(&changes[older], &changes[newer])) {
+        change_clear(&changes[newer]);
+        changes[newer].tbl = NULL;
+        return older;
+    }
+    changes[newer].round = changes[older].round + 1;
+    return newer;
+}
+
 /* Without memory for the index: compare with every earlier survivor. */
 static void coalesce_by_scan(struct change *changes, size_t n)
 {
     for (size_t i = 1; i < n; i++)
         for (size_t j = i; j-- > 0;)
             if (changes[j].tbl && change_same_identity(&changes[j], &changes[i])) {
-                fold_into_newer(changes, j, i);
+                merge_same_row(changes, j, i);
                 break;
             }
 }
@@ -347,9 +377,8 @@ size_t change_coalesce(struct change *changes, size_t n)
             while (index[s] &&
                    !change_same_identity(&changes[index[s] - 1], &changes[i]))
                 s = (s + 1) & (slots - 1);
-            if (index[s])
-                fold_into_newer(changes, index[s] - 1, i);
-            index[s] = i + 1;
+            index[s] = 1 + (index[s] ? merge_same_row(changes, index[s] - 1, i)
+                                     : i);
         }
         free(index);
     }

@@ -41,6 +41,9 @@ struct change {
     int64_t version;             /* pg_version of the row, -1 when absent */
     int64_t lsn;
     size_t msg_index;            /* the Kafka message it came from */
+    unsigned round;              /* 0, or for a versioned link the number of
+                                    earlier changes of its row in the batch:
+                                    round r is applied after round r - 1 */
 };
 
 enum change_result {
@@ -71,6 +74,10 @@ void change_clear(struct change *ch);
  * TOASTed property out, the value from an earlier upsert of the same row
  * is carried over. Dropped changes are cleared. Returns the new count.
  * The msg_index of a merged change is that of the latest.
+ *
+ * A versioned (temporal) link keeps every change instead, each a version
+ * of its history, numbered by round; only an exact redelivery (same
+ * position, version and action) is dropped.
  */
 size_t change_coalesce(struct change *changes, size_t n);
 
