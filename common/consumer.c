@@ -581,6 +581,63 @@ static void item_keys_from_event(struct item *it)
     it->has_keys = img != NULL;
 }
 
+/* Parse and map message i into *change, or give it a DLQ reason. Returns
+ * 1 when *change was filled. */
+static int prepare_one(struct consumer *c, struct item *it, size_t i,
+                       struct change *change)
+{
+    rd_kafka_message_t *m = c->msgs[i];
+    enum change_result res;
+    char why[512];
+    enum ns_err err;
+
+    memset(it, 0, sizeof(*it));
+    it->msg = m;
+    it->lane = topic_lane(c, rd_kafka_topic_name(m->rkt));
+    if (it->lane < 0)
+        it->lane = LANE_LOW;
+    c->metrics.lanes[it->lane].consumed++;
+    c->batch_lanes[it->lane]++;
+    if (event_is_tombstone(m->payload, m->len)) {
+        c->metrics.lanes[it->lane].skipped++;
+        return 0;
+    }
+    err = event_parse(m->payload, m->len, &it->ev, why, sizeof(why));
+    if (err) {
+        item_dead(it, err, why);
+        return 0;
+    }
+    it->source_ts_ms = it->ev->ts_ms;
+    /* a table of the same name in another schema is not ours */
+    if (it->ev->schema[0] && c->map->pg_schema &&
+        strcmp(it->ev->schema, c->map->pg_schema) != 0) {
+        snprintf(why, sizeof(why), "schema %.100s is not the mapped "
+                 "schema %s", it->ev->schema, c->map->pg_schema);
+        item_dead(it, NS_ERR_SCHEMA, why);
+        return 0;
+    }
+    it->tbl = mapping_find(c->map, it->ev->table);
+    if (!it->tbl || strcmp(it->tbl->worker, c->cfg->worker) != 0) {
+        snprintf(why, sizeof(why), "table %.100s is not mapped to worker "
+                 "%s", it->ev->table, c->cfg->worker);
+        it->tbl = NULL;
+        item_dead(it, NS_ERR_SCHEMA, why);
+        return 0;
+    }
+    err = change_from_event(c->map, it->tbl, it->ev, i, change, &res, why,
+                            sizeof(why));
+    if (err) {
+        item_dead(it, err, why);
+        item_keys_from_event(it);
+        return 0;
+    }
+    if (res == CHANGE_SKIP) {
+        c->metrics.lanes[it->lane].skipped++;
+        return 0;
+    }
+    return 1;
+}
+
 /* Parse and map every message: changes for Neo4j, or a DLQ reason. */
 static size_t prepare(struct consumer *c, struct item *items,
                       struct change *changes)
@@ -589,61 +646,10 @@ static size_t prepare(struct consumer *c, struct item *items,
 
     memset(c->batch_lanes, 0, sizeof(c->batch_lanes));
     for (size_t i = 0; i < c->msg_count; i++) {
-        struct item *it = &items[i];
-        rd_kafka_message_t *m = c->msgs[i];
-        enum change_result res;
-        char why[512];
-        enum ns_err err;
-
-        memset(it, 0, sizeof(*it));
-        it->msg = m;
-        it->lane = topic_lane(c, rd_kafka_topic_name(m->rkt));
-        if (it->lane < 0)
-            it->lane = LANE_LOW;
-        c->metrics.lanes[it->lane].consumed++;
-        c->batch_lanes[it->lane]++;
-        if (event_is_tombstone(m->payload, m->len)) {
-            c->metrics.lanes[it->lane].skipped++;
-            continue;
-        }
-        err = event_parse(m->payload, m->len, &it->ev, why, sizeof(why));
-        if (err) {
-            item_dead(it, err, why);
-            continue;
-        }
-        it->source_ts_ms = it->ev->ts_ms;
-        /* a table of the same name in another schema is not ours */
-        if (it->ev->schema[0] && c->map->pg_schema &&
-            strcmp(it->ev->schema, c->map->pg_schema) != 0) {
-            snprintf(why, sizeof(why), "schema %.100s is not the mapped "
-                     "schema %s", it->ev->schema, c->map->pg_schema);
-            item_dead(it, NS_ERR_SCHEMA, why);
-            continue;
-        }
-        it->tbl = mapping_find(c->map, it->ev->table);
-        if (!it->tbl || strcmp(it->tbl->worker, c->cfg->worker) != 0) {
-            snprintf(why, sizeof(why), "table %.100s is not mapped to worker "
-                     "%s", it->ev->table, c->cfg->worker);
-            it->tbl = NULL;
-            item_dead(it, NS_ERR_SCHEMA, why);
-            continue;
-        }
-        err = change_from_event(c->map, it->tbl, it->ev, i, &changes[nch],
-                                &res, why, sizeof(why));
-        if (err) {
-            item_dead(it, err, why);
-            item_keys_from_event(it);
-            continue;
-        }
-        if (res == CHANGE_SKIP) {
-            c->metrics.lanes[it->lane].skipped++;
-            continue;
-        }
-        nch++;
-    }
-    /* The changes own copies of what they need: release the parsed events
-     * now rather than hold them through the Neo4j round trip. */
-    for (size_t i = 0; i < c->msg_count; i++) {
+        nch += (size_t)prepare_one(c, &items[i], i, &changes[nch]);
+        /* The change owns copies of what it needs: a parsed event is a
+         * tree many times the size of its row, so never hold a batch of
+         * them at once. */
         event_free(items[i].ev);
         items[i].ev = NULL;
     }

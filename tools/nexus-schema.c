@@ -283,6 +283,10 @@ static int cmd_connector_json(const struct mapping *map)
     SET("decimal.handling.mode", "precise");
     SET("time.precision.mode", "adaptive");
     SET("tombstones.on.delete", "true");
+    /* Debezium sleeps this long when the WAL stream is idle, and the task
+     * waits as long for a batch to fill: its 500 ms default alone put up
+     * to a second between a commit and its event at moderate rates. */
+    SET("poll.interval.ms", env_or("NEXUS_CDC_POLL_MS", "50"));
     /* incremental snapshots: INSERT INTO nexus_signal (id, type, data)
      * VALUES (..., 'execute-snapshot', '{"data-collections": [...]}') */
     snprintf(name, sizeof(name), "%s." SIGNAL_TABLE, map->pg_schema);
