@@ -694,6 +694,7 @@ static enum ns_err write_back(struct consumer *c, struct item *items,
     for (int attempt = 0; n; attempt++) {
         int64_t t0 = metrics_now_ms();
         err = pg_status_write(c->ps, rows, n, errstr, sizeof(errstr));
+        c->metrics.pg_ms_total += (double)(metrics_now_ms() - t0);
         metrics_hist_observe(&c->metrics.pg_seconds,
                              (double)(metrics_now_ms() - t0) / 1000.0);
         metrics_target_seen(&c->metrics, METRICS_PG,

@@ -466,7 +466,8 @@ void metrics_write_json(const struct metrics *m, const char *worker, FILE *f)
                "\"neo4j_transactions\":%llu,\"neo4j_retries\":%llu,"
                "\"pg_retries\":%llu,\"kafka_retries\":%llu,"
                "\"writeback_rows\":%llu,\"last_batch_ms\":%.1f,"
-               "\"neo4j_ms_total\":%.1f,\"assigned\":%d,\"lanes\":{",
+               "\"neo4j_ms_total\":%.1f,\"pg_ms_total\":%.1f,"
+               "\"assigned\":%d,\"lanes\":{",
             worker, (long long)(metrics_now_ms() - m->started_ms),
             (unsigned long long)m->batches,
             (unsigned long long)m->neo4j_transactions,
@@ -474,7 +475,7 @@ void metrics_write_json(const struct metrics *m, const char *worker, FILE *f)
             (unsigned long long)m->pg_retries,
             (unsigned long long)m->kafka_retries,
             (unsigned long long)m->writeback_rows, m->last_batch_ms,
-            m->neo4j_ms_total, (int)m->assigned);
+            m->neo4j_ms_total, m->pg_ms_total, (int)m->assigned);
     for (int l = 0; l < LANE__COUNT; l++) {
         const struct metrics_lane *ml = &m->lanes[l];
         fprintf(f, "%s\"%s\":{\"consumed\":%llu,\"applied\":%llu,"

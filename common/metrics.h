@@ -75,8 +75,9 @@ struct metrics {
     _Atomic uint64_t pg_retries;
     _Atomic uint64_t kafka_retries;
     _Atomic uint64_t writeback_rows;
-    double last_batch_ms;          /* these two only go to the stats file, */
+    double last_batch_ms;          /* these only go to the stats file, */
     double neo4j_ms_total;         /* read and written by the loop alone */
+    double pg_ms_total;            /* waiting for the write-back */
     int64_t started_ms;            /* monotonic, set by metrics_init */
     int64_t started_unix_ms;       /* wall clock, set by metrics_init */
 
