@@ -40,6 +40,28 @@ struct item {
                                        ev is freed before the round trip */
 };
 
+/* A row of the write-back, copied out of the batch it came from. */
+struct saved_row {
+    char keys[2][64];
+    char element_id[96];
+};
+
+/*
+ * The write-back of an applied batch, in flight while the next batch is
+ * applied to Neo4j; the batch's offsets are committed once it has landed.
+ * Committing late is safe even after a rebalance: the offsets only ever
+ * move past events this worker applied and wrote back.
+ */
+struct writeback {
+    int active;                      /* rows and offsets wait for the write */
+    int busy;                        /* writeback_finish() is running */
+    struct pg_status_row *rows;
+    struct saved_row *saved;         /* the strings rows point to */
+    size_t n;
+    rd_kafka_topic_partition_list_t *offsets;
+    uint64_t lanes[LANE__COUNT];     /* for retry metrics */
+};
+
 struct consumer {
     const struct config *cfg;
     const struct mapping *map;
@@ -64,6 +86,7 @@ struct consumer {
     int out_of_memory;
     size_t cap;
     int applying;                   /* process_batch() is running */
+    struct writeback wb;            /* the last batch's, until it lands */
     int revoked;                    /* a revoke hit the batch being applied:
                                        abandon it, commit nothing */
 };
@@ -87,6 +110,7 @@ static int topic_lane(const struct consumer *c, const char *topic)
 }
 
 static void write_stats(struct consumer *c, int force);
+static enum ns_err writeback_finish(struct consumer *c, int may_retry);
 
 /* Client-wide errors of the consumer (served by rd_kafka_consumer_poll on
  * the loop's thread): logged in our format; losing every broker makes the
@@ -355,6 +379,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             log_msg(LOG_WARN, "rebalance error: %s", rd_kafka_err2str(err));
         log_partitions(rd_kafka_assignment_lost(rk) ? "lost" : "revoked",
                        parts);
+        /* commit the last batch while its partitions are still ours; on a
+         * failure it stays pending (a later commit is safe, see writeback) */
+        writeback_finish(c, 0);
         if (c->applying) {
             if (batch_touches(c, parts))
                 c->revoked = 1;
@@ -537,6 +564,9 @@ static void collect(struct consumer *c)
                 break;
             timeout = (int)(deadline - now);
         } else {
+            /* nothing to overlap with: land the last write-back now */
+            if (writeback_finish(c, 1))
+                break;
             update_lanes(c);
             write_stats(c, 0);
         }
@@ -656,67 +686,178 @@ static size_t prepare(struct consumer *c, struct item *items,
     return nch;
 }
 
-static enum ns_err write_back(struct consumer *c, struct item *items,
-                              const struct change *changes,
-                              const struct apply_result *results, size_t nch)
+static void writeback_clear(struct writeback *wb)
 {
-    struct pg_status_row *rows = calloc(c->msg_count + nch + 1, sizeof(*rows));
-    size_t n = 0;
-    enum ns_err err = NS_OK;
-    char errstr[512];
+    for (size_t i = 0; i < wb->n; i++)
+        if (wb->rows[i].outcome == PG_STATUS_FAILED)
+            free((char *)wb->rows[i].error);
+    free(wb->rows);
+    free(wb->saved);
+    if (wb->offsets)
+        rd_kafka_topic_partition_list_destroy(wb->offsets);
+    memset(wb, 0, sizeof(*wb));
+}
 
-    if (!rows)
+/* The offsets after the batch's messages, per partition. */
+static rd_kafka_topic_partition_list_t *batch_offsets(const struct consumer *c)
+{
+    rd_kafka_topic_partition_list_t *offs =
+        rd_kafka_topic_partition_list_new((int)c->msg_count);
+
+    for (size_t i = 0; offs && i < c->msg_count; i++) {
+        rd_kafka_message_t *m = c->msgs[i];
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
+            offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!tp)
+            tp = rd_kafka_topic_partition_list_add(
+                offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (m->offset + 1 > tp->offset)
+            tp->offset = m->offset + 1;
+    }
+    return offs;
+}
+
+static void commit_offsets(struct consumer *c,
+                           rd_kafka_topic_partition_list_t *offs)
+{
+    rd_kafka_resp_err_t kerr = rd_kafka_commit(c->rk, offs, 0);
+
+    if (kerr)
+        /* The events were applied; whoever reads them again re-applies
+         * them idempotently. */
+        log_msg(LOG_WARN, "could not commit offsets: %s", rd_kafka_err2str(kerr));
+}
+
+/* Copy the rows of the batch's write-back into wb: SUCCESS for the applied
+ * upserts, FAILED for the dead events whose row is known. */
+static enum ns_err writeback_rows(struct consumer *c, struct writeback *wb,
+                                  const struct item *items,
+                                  const struct change *changes,
+                                  const struct apply_result *results,
+                                  size_t nch)
+{
+    size_t cap = c->msg_count + nch + 1;
+
+    wb->rows = calloc(cap, sizeof(*wb->rows));
+    wb->saved = calloc(cap, sizeof(*wb->saved));
+    if (!wb->rows || !wb->saved)
         return NS_ERR_NOMEM;
     for (size_t i = 0; i < nch; i++) {
         const struct change *ch = &changes[i];
+        struct pg_status_row *row = &wb->rows[wb->n];
+        struct saved_row *sv = &wb->saved[wb->n];
+
         if (results[i].status != APPLY_APPLIED || ch->action != CHANGE_UPSERT)
             continue;
-        rows[n].tbl = ch->tbl;
-        rows[n].outcome = PG_STATUS_SUCCESS;
-        rows[n].keys[0] = ch->key_values[0];
-        rows[n].keys[1] = ch->tbl->key_count > 1 ? ch->key_values[1] : NULL;
-        rows[n].version = ch->version;
-        rows[n].element_id = results[i].element_id[0] ? results[i].element_id
-                                                       : NULL;
-        n++;
+        memcpy(sv->keys, ch->key_values, sizeof(sv->keys));
+        memcpy(sv->element_id, results[i].element_id, sizeof(sv->element_id));
+        row->tbl = ch->tbl;
+        row->outcome = PG_STATUS_SUCCESS;
+        row->keys[0] = sv->keys[0];
+        row->keys[1] = ch->tbl->key_count > 1 ? sv->keys[1] : NULL;
+        row->version = ch->version;
+        row->element_id = sv->element_id[0] ? sv->element_id : NULL;
+        wb->n++;
     }
     for (size_t i = 0; i < c->msg_count; i++) {
-        struct item *it = &items[i];
+        const struct item *it = &items[i];
+        struct pg_status_row *row = &wb->rows[wb->n];
+        struct saved_row *sv = &wb->saved[wb->n];
+
         if (!it->dead || !it->has_keys || !it->tbl)
             continue;
-        rows[n].tbl = it->tbl;
-        rows[n].outcome = PG_STATUS_FAILED;
-        rows[n].keys[0] = it->keys[0];
-        rows[n].keys[1] = it->tbl->key_count > 1 ? it->keys[1] : NULL;
-        rows[n].error = it->reason;
-        n++;
+        row->error = strdup(it->reason);
+        if (!row->error)
+            return NS_ERR_NOMEM;
+        memcpy(sv->keys, it->keys, sizeof(sv->keys));
+        row->tbl = it->tbl;
+        row->outcome = PG_STATUS_FAILED;
+        row->keys[0] = sv->keys[0];
+        row->keys[1] = it->tbl->key_count > 1 ? sv->keys[1] : NULL;
+        wb->n++;
     }
-    for (int attempt = 0; n; attempt++) {
-        int64_t t0 = metrics_now_ms();
-        err = pg_status_write(c->ps, rows, n, errstr, sizeof(errstr));
-        c->metrics.pg_ms_total += (double)(metrics_now_ms() - t0);
-        metrics_hist_observe(&c->metrics.pg_seconds,
-                             (double)(metrics_now_ms() - t0) / 1000.0);
-        metrics_target_seen(&c->metrics, METRICS_PG,
-                            err != NS_ERR_PG_TRANSIENT);
-        if (err != NS_ERR_PG_TRANSIENT)
-            break;
-        metrics_retry(&c->metrics, METRICS_PG, c->batch_lanes);
+    return NS_OK;
+}
+
+/*
+ * The write-back in flight lands, then its batch's offsets are committed.
+ * A transient failure is retried with backoff when may_retry (not from
+ * the rebalance callback, which must not poll); without it, or when asked
+ * to stop, the write-back stays pending, uncommitted, for a later call.
+ * A permanent one loses only bookkeeping: logged, and the offsets are
+ * committed. Returns NS_OK once the batch is committed (or nothing was
+ * pending).
+ */
+static enum ns_err writeback_finish(struct consumer *c, int may_retry)
+{
+    struct writeback *wb = &c->wb;
+    char errstr[512];
+    enum ns_err err;
+    int64_t t0 = metrics_now_ms();
+
+    if (!wb->active || wb->busy)
+        return NS_OK;
+    wb->busy = 1;
+    if (pg_status_in_flight(c->ps))
+        err = pg_status_wait(c->ps, errstr, sizeof(errstr));
+    else
+        err = pg_status_write(c->ps, wb->rows, wb->n, errstr, sizeof(errstr));
+    for (int attempt = 0; err == NS_ERR_PG_TRANSIENT && may_retry; attempt++) {
         char what[600];
+
+        metrics_target_seen(&c->metrics, METRICS_PG, 0);
+        metrics_retry(&c->metrics, METRICS_PG, wb->lanes);
         snprintf(what, sizeof(what), "could not write sync status to "
                  "PostgreSQL: %s", errstr);
         if (backoff(c, attempt, what))
             break;
+        err = pg_status_write(c->ps, wb->rows, wb->n, errstr, sizeof(errstr));
     }
-    if (err == NS_ERR_PG_PERMANENT) {
+    c->metrics.pg_ms_total += (double)(metrics_now_ms() - t0);
+    metrics_hist_observe(&c->metrics.pg_seconds,
+                         (double)(metrics_now_ms() - t0) / 1000.0);
+    metrics_target_seen(&c->metrics, METRICS_PG, err != NS_ERR_PG_TRANSIENT);
+    wb->busy = 0;
+    if (err == NS_ERR_PG_TRANSIENT)
+        return may_retry ? err : NS_OK;
+    if (err == NS_ERR_PG_PERMANENT)
         /* The graph is right; only the bookkeeping is lost. Loud, not fatal. */
         log_msg(LOG_ERROR, "could not write sync status: %s", errstr);
-        err = NS_OK;
-    } else if (!err) {
-        c->metrics.writeback_rows += n;
+    else
+        c->metrics.writeback_rows += wb->n;
+    commit_offsets(c, wb->offsets);
+    writeback_clear(wb);
+    return NS_OK;
+}
+
+/* Start the batch's write-back; its offsets are committed when it lands
+ * (writeback_finish). The previous one must have landed. */
+static enum ns_err writeback_start(struct consumer *c, const struct item *items,
+                                   const struct change *changes,
+                                   const struct apply_result *results,
+                                   size_t nch)
+{
+    struct writeback *wb = &c->wb;
+    char errstr[512];
+    enum ns_err err;
+
+    memset(wb, 0, sizeof(*wb));
+    err = writeback_rows(c, wb, items, changes, results, nch);
+    if (!err) {
+        wb->offsets = batch_offsets(c);
+        if (!wb->offsets)
+            err = NS_ERR_NOMEM;
     }
-    free(rows);
-    return err;
+    if (err) {
+        writeback_clear(wb);
+        return err;
+    }
+    memcpy(wb->lanes, c->batch_lanes, sizeof(wb->lanes));
+    wb->active = 1;
+    /* A send that fails leaves nothing in flight: finish writes again. */
+    if (pg_status_send(c->ps, wb->rows, wb->n, errstr, sizeof(errstr)))
+        log_msg(LOG_DEBUG, "write-back not sent yet: %s", errstr);
+    return NS_OK;
 }
 
 static enum ns_err send_dead_letters(struct consumer *c, struct item *items)
@@ -777,33 +918,11 @@ static enum ns_err send_dead_letters(struct consumer *c, struct item *items)
     return NS_OK;
 }
 
-static void commit_offsets(struct consumer *c)
-{
-    rd_kafka_topic_partition_list_t *offs =
-        rd_kafka_topic_partition_list_new((int)c->msg_count);
-    rd_kafka_resp_err_t kerr;
-
-    for (size_t i = 0; i < c->msg_count; i++) {
-        rd_kafka_message_t *m = c->msgs[i];
-        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
-            offs, rd_kafka_topic_name(m->rkt), m->partition);
-        if (!tp)
-            tp = rd_kafka_topic_partition_list_add(
-                offs, rd_kafka_topic_name(m->rkt), m->partition);
-        if (m->offset + 1 > tp->offset)
-            tp->offset = m->offset + 1;
-    }
-    kerr = rd_kafka_commit(c->rk, offs, 0);
-    if (kerr)
-        /* The events were applied; whoever reads them again re-applies
-         * them idempotently. */
-        log_msg(LOG_WARN, "could not commit offsets: %s", rd_kafka_err2str(kerr));
-    rd_kafka_topic_partition_list_destroy(offs);
-}
-
 /*
- * Apply the collected batch. Returns NS_OK when it is done and its offsets
- * may be committed; an error when the worker was asked to stop before.
+ * Apply the collected batch and start its write-back; its offsets are
+ * committed when that lands, after the next batch's Neo4j round trip or
+ * when the loop is idle. Returns NS_OK when it got that far; an error when
+ * the worker was asked to stop before.
  */
 static enum ns_err process_batch(struct consumer *c)
 {
@@ -839,6 +958,15 @@ static enum ns_err process_batch(struct consumer *c)
                                  (double)(metrics_now_ms() - t1) / 1000.0);
         metrics_target_seen(&c->metrics, METRICS_NEO4J,
                             !ns_err_is_retriable(err));
+        if (attempt == 0) {
+            /* the previous batch's write-back ran meanwhile: land it and
+             * commit that batch, whatever this one does next */
+            enum ns_err wb_err = writeback_finish(c, 1);
+            if (wb_err) {
+                err = wb_err;
+                goto cleanup;
+            }
+        }
         if (!err)
             break;
         if (!ns_err_is_retriable(err)) {
@@ -874,12 +1002,11 @@ static enum ns_err process_batch(struct consumer *c)
     if (raw > nch)
         log_msg(LOG_DEBUG, "coalesced %zu changes into %zu", raw, nch);
 
-    err = write_back(c, items, changes, results, nch);
+    err = send_dead_letters(c, items);
     if (!err)
-        err = send_dead_letters(c, items);
+        err = writeback_start(c, items, changes, results, nch);
     if (err)
         goto cleanup;
-    commit_offsets(c);
     c->metrics.batches++;
     metrics_hist_observe(&c->metrics.batch_size, (double)c->msg_count);
     c->metrics.last_batch_ms = (double)(metrics_now_ms() - t0);
@@ -931,6 +1058,15 @@ static enum ns_err ensure_schema(struct consumer *c, char *errstr,
         free(copy);
         metrics_target_seen(&c->metrics, METRICS_NEO4J,
                             !ns_err_is_retriable(err));
+        if (attempt == 0) {
+            /* the previous batch's write-back ran meanwhile: land it and
+             * commit that batch, whatever this one does next */
+            enum ns_err wb_err = writeback_finish(c, 1);
+            if (wb_err) {
+                err = wb_err;
+                goto cleanup;
+            }
+        }
         if (!err)
             break;
         if (!ns_err_is_retriable(err)) {
@@ -1133,6 +1269,11 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
         }
         write_stats(c, 0);
     }
+    /* the last batch's write-back lands and its offsets are committed;
+     * if PostgreSQL is down it is left uncommitted, for the next owner */
+    if (writeback_finish(c, 1))
+        log_msg(LOG_WARN, "stopping with the last batch's sync status not "
+                "written; its offsets are not committed");
     write_stats(c, 1);
     if (c->out_of_memory) {
         snprintf(errstr, errstr_size, "out of memory for the backlog");
@@ -1151,6 +1292,7 @@ void consumer_free(struct consumer *c)
      * looks at the batch and the stash. Messages go before the handle. */
     if (c->rk)
         rd_kafka_consumer_close(c->rk);
+    writeback_clear(&c->wb); /* not landed: left uncommitted */
     drop_batch(c);
     for (size_t i = 0; i < c->pending_count; i++)
         rd_kafka_message_destroy(c->pending[i]);

@@ -49,12 +49,18 @@ enum pg_status_pass {
     PG_STATUS_PASS__COUNT
 };
 
+/* The tables of the statements in flight are kept for error messages. */
+#define PG_STATUS_SENT_MAX 64
+
 struct pg_status {
     char *conninfo;
     const struct mapping *map;    /* borrowed: outlives the writer */
     PGconn *conn;                 /* NULL until the first write */
     struct buf sql;
     struct buf arr[PG_STATUS_PARAMS];
+    int in_flight;                /* sent and synced, results not read */
+    size_t sent_count;
+    const struct mapping_table *sent[PG_STATUS_SENT_MAX];
 };
 
 /* libpq messages end in a newline and may span lines; keep the first. */
@@ -214,38 +220,6 @@ static enum ns_err pg_status_classify(PGconn *conn, const PGresult *res)
         strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0)
         return NS_ERR_PG_TRANSIENT;
     return NS_ERR_PG_PERMANENT;
-}
-
-/* Run one statement that returns no rows; on failure classify it and put
- * "what: SQLSTATE message" into errstr. */
-static enum ns_err pg_status_exec(struct pg_status *ps, const char *what,
-                                  const char *sql, int nparams,
-                                  const char *const *values, char *errstr,
-                                  size_t errstr_size)
-{
-    PGresult *res;
-    enum ns_err err = NS_OK;
-    char msg[512];
-
-    if (nparams > 0)
-        res = PQexecParams(ps->conn, sql, nparams, NULL, values, NULL, NULL,
-                           0);
-    else
-        res = PQexec(ps->conn, sql);
-    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) :
-                            NULL;
-
-        err = pg_status_classify(ps->conn, res);
-        pg_status_first_line(res ? PQresultErrorMessage(res) :
-                             PQerrorMessage(ps->conn), msg, sizeof(msg));
-        if (!msg[0])
-            pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
-        ns_err_set(errstr, errstr_size, "could not %s: %s%s%s", what,
-                          state ? state : "", state ? " " : "", msg);
-    }
-    PQclear(res);
-    return err;
 }
 
 /* End a failed transaction. A connection that cannot even roll back is
@@ -511,20 +485,36 @@ static enum ns_err pg_status_check_rows(const struct pg_status_row *rows,
     return NS_OK;
 }
 
+/* Drop the connection: a pipeline cut short (nothing synced, so nothing
+ * committed) or in an unknown state. The next write connects again. */
+static void pg_status_drop(struct pg_status *ps)
+{
+    if (ps->conn)
+        PQfinish(ps->conn);
+    ps->conn = NULL;
+    ps->in_flight = 0;
+}
+
 /*
- * Contract in pgstatus.h. BEGIN, then for each table in order of first
- * appearance the FAILED, SUCCESS-with-id and SUCCESS passes that have rows,
- * then COMMIT. Any failure rolls back; a connection lost on COMMIT leaves
- * the outcome unknown, which is harmless as every UPDATE may be repeated.
+ * Contract in pgstatus.h. For each table in order of first appearance the
+ * FAILED, SUCCESS-with-id and SUCCESS passes that have rows, in pipeline
+ * mode: every UPDATE goes out at once, and the sync at the end makes them
+ * one implicit transaction that commits or rolls back as a whole.
  */
-enum ns_err pg_status_write(struct pg_status *ps,
-                            const struct pg_status_row *rows, size_t n,
-                            char *errstr, size_t errstr_size)
+enum ns_err pg_status_send(struct pg_status *ps,
+                           const struct pg_status_row *rows, size_t n,
+                           char *errstr, size_t errstr_size)
 {
     const char *values[PG_STATUS_PARAMS];
-    char what[160];
+    char msg[512];
     enum ns_err err;
 
+    if (ps->in_flight) {
+        ns_err_set(errstr, errstr_size, "a sync status write is already in "
+                   "flight");
+        return NS_ERR_PG_PERMANENT;
+    }
+    ps->sent_count = 0;
     if (n == 0)
         return NS_OK;
     err = pg_status_check_rows(rows, n, errstr, errstr_size);
@@ -540,11 +530,14 @@ enum ns_err pg_status_write(struct pg_status *ps,
                           "could not roll back an open transaction");
         return NS_ERR_PG_TRANSIENT;
     }
+    if (!PQenterPipelineMode(ps->conn)) {
+        pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
+        ns_err_set(errstr, errstr_size, "could not enter pipeline mode: %s",
+                   msg);
+        pg_status_drop(ps);
+        return NS_ERR_PG_TRANSIENT;
+    }
 
-    err = pg_status_exec(ps, "begin a transaction", "BEGIN", 0, NULL,
-                         errstr, errstr_size);
-    if (err)
-        goto cleanup;
     for (size_t i = 0; i < n; i++) {
         const struct mapping_table *tbl = rows[i].tbl;
         int seen = 0;
@@ -572,19 +565,110 @@ enum ns_err pg_status_write(struct pg_status *ps,
                 continue;
             for (int p = 0; p < nparams; p++)
                 values[p] = buf_str(&ps->arr[p]);
-            snprintf(what, sizeof(what), "update sync status of %s",
-                     tbl->table);
-            err = pg_status_exec(ps, what, buf_str(&ps->sql), nparams,
-                                 values, errstr, errstr_size);
-            if (err)
+            if (!PQsendQueryParams(ps->conn, buf_str(&ps->sql), nparams,
+                                   NULL, values, NULL, NULL, 0)) {
+                pg_status_first_line(PQerrorMessage(ps->conn), msg,
+                                     sizeof(msg));
+                ns_err_set(errstr, errstr_size, "could not send the sync "
+                           "status update of %s: %s", tbl->table, msg);
+                err = NS_ERR_PG_TRANSIENT;
                 goto cleanup;
+            }
+            if (ps->sent_count < PG_STATUS_SENT_MAX)
+                ps->sent[ps->sent_count] = tbl;
+            ps->sent_count++;
         }
     }
-    err = pg_status_exec(ps, "commit the sync status", "COMMIT", 0, NULL,
-                         errstr, errstr_size);
+    if (!PQpipelineSync(ps->conn)) {
+        pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
+        ns_err_set(errstr, errstr_size, "could not send the sync status: %s",
+                   msg);
+        err = NS_ERR_PG_TRANSIENT;
+        goto cleanup;
+    }
+    ps->in_flight = 1;
 
 cleanup:
     if (err)
-        pg_status_abort(ps);
+        pg_status_drop(ps);
     return err;
+}
+
+enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
+                           size_t errstr_size)
+{
+    enum ns_err err = NS_OK;
+    size_t query = 0;
+    int synced = 0, empty = 0;
+    char msg[512];
+
+    if (!ps->in_flight)
+        return NS_OK;
+    ps->in_flight = 0;
+    /* One result and a NULL per statement, then the sync. Two NULLs in a
+     * row mean the results ended early: the connection is gone. */
+    while (!synced && empty < 2) {
+        PGresult *res = PQgetResult(ps->conn);
+
+        if (!res) {
+            empty++;
+            continue;
+        }
+        empty = 0;
+        switch (PQresultStatus(res)) {
+        case PGRES_PIPELINE_SYNC:
+            synced = 1;
+            break;
+        case PGRES_COMMAND_OK:
+        case PGRES_PIPELINE_ABORTED: /* after the error reported below */
+            query++;
+            break;
+        default:
+            if (!err) {
+                const struct mapping_table *tbl =
+                    query < PG_STATUS_SENT_MAX && query < ps->sent_count
+                        ? ps->sent[query] : NULL;
+                const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+                err = pg_status_classify(ps->conn, res);
+                pg_status_first_line(PQresultErrorMessage(res), msg,
+                                     sizeof(msg));
+                if (!msg[0])
+                    pg_status_first_line(PQerrorMessage(ps->conn), msg,
+                                         sizeof(msg));
+                ns_err_set(errstr, errstr_size, "could not update sync "
+                           "status of %s: %s%s%s", tbl ? tbl->table : "?",
+                           state ? state : "", state ? " " : "", msg);
+            }
+            query++;
+            break;
+        }
+        PQclear(res);
+    }
+    if (!synced || !PQexitPipelineMode(ps->conn)) {
+        if (!err) {
+            pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
+            ns_err_set(errstr, errstr_size, "lost the connection while "
+                       "writing sync status: %s", msg);
+        }
+        /* the sync went out, so the outcome is unknown; every UPDATE may
+         * be repeated */
+        err = NS_ERR_PG_TRANSIENT;
+        pg_status_drop(ps);
+    }
+    return err;
+}
+
+int pg_status_in_flight(const struct pg_status *ps)
+{
+    return ps->in_flight;
+}
+
+enum ns_err pg_status_write(struct pg_status *ps,
+                            const struct pg_status_row *rows, size_t n,
+                            char *errstr, size_t errstr_size)
+{
+    enum ns_err err = pg_status_send(ps, rows, n, errstr, errstr_size);
+
+    return err ? err : pg_status_wait(ps, errstr, errstr_size);
 }

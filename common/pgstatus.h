@@ -3,7 +3,7 @@
  *
  * After a batch is committed to Neo4j (or its bad events acknowledged by the
  * DLQ), one UPDATE per (table, outcome) records the outcome on the source
- * rows, all in one PostgreSQL transaction, values passed as arrays with
+ * rows, all in one PostgreSQL transaction sent as one pipeline, values passed as arrays with
  * PQexecParams, never spliced into SQL. Column and table names come only
  * from the mapping.
  *
@@ -48,7 +48,8 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
 void pg_status_free(struct pg_status *ps);
 
 /*
- * Write n rows (any tables, any outcomes) in one transaction.
+ * Write n rows (any tables, any outcomes) in one transaction: send, then
+ * wait.
  * NS_ERR_PG_TRANSIENT when the server is unreachable or the connection
  * broke (nothing written; retry), NS_ERR_PG_PERMANENT when the server
  * rejected a statement (a bug or a schema mismatch), detail in errstr.
@@ -56,5 +57,20 @@ void pg_status_free(struct pg_status *ps);
 enum ns_err pg_status_write(struct pg_status *ps,
                             const struct pg_status_row *rows, size_t n,
                             char *errstr, size_t errstr_size);
+
+/*
+ * The same write in two halves, so the caller can work while PostgreSQL
+ * runs it: send puts every UPDATE on the wire at once (libpq pipeline
+ * mode) and returns; wait reads the outcome. One write in flight at a
+ * time. rows need not outlive send. A send error means nothing was
+ * committed; wait returns what pg_status_write() would have, and NS_OK when
+ * nothing is in flight.
+ */
+enum ns_err pg_status_send(struct pg_status *ps,
+                           const struct pg_status_row *rows, size_t n,
+                           char *errstr, size_t errstr_size);
+enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
+                           size_t errstr_size);
+int pg_status_in_flight(const struct pg_status *ps);
 
 #endif
