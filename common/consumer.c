@@ -564,9 +564,9 @@ static void collect(struct consumer *c)
                 break;
             timeout = (int)(deadline - now);
         } else {
-            /* nothing to overlap with: land the last write-back now */
-            if (writeback_finish(c, 1))
-                break;
+            /* nothing to overlap with: land the last write-back now (a
+             * failure leaves it pending for the next turn) */
+            writeback_finish(c, 1);
             update_lanes(c);
             write_stats(c, 0);
         }
@@ -818,8 +818,10 @@ static enum ns_err writeback_finish(struct consumer *c, int may_retry)
                          (double)(metrics_now_ms() - t0) / 1000.0);
     metrics_target_seen(&c->metrics, METRICS_PG, err != NS_ERR_PG_TRANSIENT);
     wb->busy = 0;
-    if (err == NS_ERR_PG_TRANSIENT)
-        return may_retry ? err : NS_OK;
+    if (err && err != NS_ERR_PG_TRANSIENT && err != NS_ERR_PG_PERMANENT)
+        log_msg(LOG_ERROR, "could not write sync status: %s", ns_err_str(err));
+    if (err && err != NS_ERR_PG_PERMANENT)
+        return may_retry ? err : NS_OK;  /* pending: not committed */
     if (err == NS_ERR_PG_PERMANENT)
         /* The graph is right; only the bookkeeping is lost. Loud, not fatal. */
         log_msg(LOG_ERROR, "could not write sync status: %s", errstr);
@@ -1058,15 +1060,6 @@ static enum ns_err ensure_schema(struct consumer *c, char *errstr,
         free(copy);
         metrics_target_seen(&c->metrics, METRICS_NEO4J,
                             !ns_err_is_retriable(err));
-        if (attempt == 0) {
-            /* the previous batch's write-back ran meanwhile: land it and
-             * commit that batch, whatever this one does next */
-            enum ns_err wb_err = writeback_finish(c, 1);
-            if (wb_err) {
-                err = wb_err;
-                goto cleanup;
-            }
-        }
         if (!err)
             break;
         if (!ns_err_is_retriable(err)) {
