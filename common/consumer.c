@@ -833,7 +833,7 @@ static enum ns_err writeback_finish(struct consumer *c, int may_retry)
 }
 
 /* Start the batch's write-back; its offsets are committed when it lands
- * (writeback_finish). The previous one must have landed. */
+ * (writeback_finish), after the previous one's. */
 static enum ns_err writeback_start(struct consumer *c, const struct item *items,
                                    const struct change *changes,
                                    const struct apply_result *results,
@@ -843,7 +843,9 @@ static enum ns_err writeback_start(struct consumer *c, const struct item *items,
     char errstr[512];
     enum ns_err err;
 
-    memset(wb, 0, sizeof(*wb));
+    err = writeback_finish(c, 1); /* normally landed already */
+    if (err)
+        return err;
     err = writeback_rows(c, wb, items, changes, results, nch);
     if (!err) {
         wb->offsets = batch_offsets(c);
