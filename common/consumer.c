@@ -60,6 +60,7 @@ struct writeback {
     size_t n;
     rd_kafka_topic_partition_list_t *offsets;
     uint64_t lanes[LANE__COUNT];     /* for retry metrics */
+    int64_t sent_ms;
 };
 
 struct consumer {
@@ -564,15 +565,19 @@ static void collect(struct consumer *c)
                 break;
             timeout = (int)(deadline - now);
         } else {
-            /* nothing to overlap with: land the last write-back now (a
-             * failure leaves it pending for the next turn) */
-            writeback_finish(c, 1);
             update_lanes(c);
             write_stats(c, 0);
+            if (c->wb.active)
+                timeout = 5; /* a write-back to land if nothing comes */
         }
         m = rd_kafka_consumer_poll(c->rk, timeout);
-        if (!m)
+        if (!m) {
+            /* idle: nothing to overlap the last write-back with, so land
+             * it now (a failure leaves it pending for the next turn) */
+            if (!c->msg_count)
+                writeback_finish(c, 1);
             continue;
+        }
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 log_msg(LOG_WARN, "kafka: %s", rd_kafka_message_errstr(m));
@@ -814,6 +819,10 @@ static enum ns_err writeback_finish(struct consumer *c, int may_retry)
         err = pg_status_write(c->ps, wb->rows, wb->n, errstr, sizeof(errstr));
     }
     c->metrics.pg_ms_total += (double)(metrics_now_ms() - t0);
+    log_msg(LOG_DEBUG, "write-back of %zu rows landed %lld ms after it was "
+            "sent, after a wait of %lld ms", wb->n,
+            (long long)(metrics_now_ms() - wb->sent_ms),
+            (long long)(metrics_now_ms() - t0));
     metrics_hist_observe(&c->metrics.pg_seconds,
                          (double)(metrics_now_ms() - t0) / 1000.0);
     metrics_target_seen(&c->metrics, METRICS_PG, err != NS_ERR_PG_TRANSIENT);
@@ -858,6 +867,7 @@ static enum ns_err writeback_start(struct consumer *c, const struct item *items,
     }
     memcpy(wb->lanes, c->batch_lanes, sizeof(wb->lanes));
     wb->active = 1;
+    wb->sent_ms = metrics_now_ms();
     /* A send that fails leaves nothing in flight: finish writes again. */
     if (pg_status_send(c->ps, wb->rows, wb->n, errstr, sizeof(errstr)))
         log_msg(LOG_DEBUG, "write-back not sent yet: %s", errstr);
@@ -1091,6 +1101,7 @@ static const char *const kafka_defaults[] = {
      * (heartbeats come from a background thread, so long batches are fine) */
     "session.timeout.ms", "10000",
     "heartbeat.interval.ms", "3000",
+    "fetch.wait.max.ms", "100",
 };
 
 enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from nexus import ROOT, Stack
+from nexus import ROOT, Stack, wait_until
 
 CLIENTS_SRC = os.path.join(ROOT, "tests", "clients")
 CLIENTS_BIN = os.path.join(ROOT, "build", "tests", "clients")
@@ -65,9 +65,17 @@ class Driver:
         self.pending = b""
 
     def ask(self, req, timeout=60):
+        self.send(req)
+        return self.answer(timeout)
+
+    def send(self, req):
         data = req if isinstance(req, bytes) else json.dumps(req).encode()
         self.proc.stdin.write(data + b"\n")
         self.proc.stdin.flush()
+        self.last = data
+
+    def answer(self, timeout=60):
+        data = self.last
         deadline = time.time() + timeout * SLOW
         fd = self.proc.stdout.fileno()
         while b"\n" not in self.pending:
@@ -456,6 +464,48 @@ def test_pg_repeated_success_writes_nothing_and_new_version_is_pending(clients, 
         t3 = tenant(nx, ids)
         assert (t3["pg_version"], t3["sync_status"]) == (2, "SUCCESS")
         assert t3["last_sync_timestamp"] != t1["last_sync_timestamp"]
+    finally:
+        d.close()
+
+
+def test_pg_pipelined_write_commits_while_the_caller_works(clients, nx, pg_rows):
+    """pg_status_send puts the whole write-back on the wire and returns: the
+    rows are committed (visible to another session) while the caller is
+    still busy, before it reads the outcome with pg_status_wait. A failing
+    statement in the pipeline rolls back all of it."""
+    ids = pg_rows
+    d = pg_driver(clients, nx.env)
+    hold_s = 4
+    try:
+        req = {"hold_ms": hold_s * 1000, "rows": [
+            {"table": "tenants", "outcome": "SUCCESS", "keys": [ids["tenant"]], "version": 1},
+            {"table": "thread_content", "outcome": "SUCCESS", "keys": [ids["thread"], ids["content"]],
+             "version": 1, "element_id": "5:6e7e:77"}]}
+        t0 = time.time()
+        d.send(req)
+        wait_until(lambda: link(nx, ids)["sync_status"] == "SUCCESS", hold_s * 2, interval=0.05,
+                   what="the pipelined write-back committed")
+        seen_s = time.time() - t0
+        ans = d.answer()  # after the hold
+        assert ans["err"] == "ok", ans
+        assert seen_s < hold_s - 1, f"committed only after {seen_s:.1f} s: not while the caller worked"
+        assert tenant(nx, ids)["sync_status"] == "SUCCESS"
+        assert link(nx, ids)["neo4j_relationship_id"] == "5:6e7e:77"
+        print(f"\npipelined write-back visible after {seen_s * 1000:.0f} ms, send {ans['send_ms']:.1f} ms, "
+              f"wait after the hold {ans['wait_ms']:.1f} ms")
+
+        # one transaction: FAILED for tenant2 would pass, the bad uuid fails the pipeline
+        bad = {"hold_ms": 0, "rows": [
+            {"table": "tenants", "outcome": "FAILED", "keys": [ids["tenant2"]], "error": "e"},
+            {"table": "thread_content", "outcome": "SUCCESS", "keys": [ids["thread"], "not-a-uuid"],
+             "version": 1}]}
+        ans = d.ask(bad)
+        assert ans["err"] != "ok" and "thread_content" in ans["errstr"], ans
+        assert tenant(nx, ids, "tenant2")["sync_status"] == "PENDING"
+        # and the writer is usable again
+        assert d.ask({"hold_ms": 0, "rows": [{"table": "tenants", "outcome": "FAILED",
+                                              "keys": [ids["tenant2"]], "error": "e"}]})["err"] == "ok"
+        assert tenant(nx, ids, "tenant2")["sync_status"] == "FAILED"
     finally:
         d.close()
 

@@ -4,11 +4,15 @@
  *   pgstatus_client CONNINFO MAPPING_FILE
  *
  * Each stdin line: {"rows":[{"table":..,"outcome":"SUCCESS"|"FAILED",
- * "keys":[..],"version":N,"element_id":..|null,"error":..|null}..]}.
+ * "keys":[..],"version":N,"element_id":..|null,"error":..|null}..],
+ * "hold_ms":N?}; with hold_ms, pg_status_send, a sleep of hold_ms, then
+ * pg_status_wait (send_ms and wait_ms in the answer).
  * Each stdout line: {"err":..,"errstr":..,"ms":..}. One writer serves all
  * lines, so a test can break its connection between two of them.
  */
 #include "pgstatus.h"
+
+#include <time.h>
 
 #include "common.h"
 #include "log.h"
@@ -29,7 +33,7 @@ static int run_line(struct pg_status *ps, const struct mapping *map,
     const cJSON *it;
     char errstr[1024] = "";
     size_t n = 0;
-    double t0;
+    double t0, hold_ms;
     enum ns_err err;
 
     if (!req || !ans) {
@@ -58,7 +62,24 @@ static int run_line(struct pg_status *ps, const struct mapping *map,
         n++;
     }
     t0 = tc_now_ms();
-    err = pg_status_write(ps, rows, n, errstr, sizeof(errstr));
+    hold_ms = tc_num(req, "hold_ms", -1);
+    if (hold_ms < 0) {
+        err = pg_status_write(ps, rows, n, errstr, sizeof(errstr));
+    } else {
+        /* send, work for hold_ms, then wait: the pipelined write */
+        err = pg_status_send(ps, rows, n, errstr, sizeof(errstr));
+        cJSON_AddNumberToObject(ans, "send_ms", tc_now_ms() - t0);
+        if (!err) {
+            struct timespec ts = {(time_t)(hold_ms / 1000),
+                                  (long)((int64_t)hold_ms % 1000) * 1000000L};
+            double t1;
+
+            nanosleep(&ts, NULL);
+            t1 = tc_now_ms();
+            err = pg_status_wait(ps, errstr, sizeof(errstr));
+            cJSON_AddNumberToObject(ans, "wait_ms", tc_now_ms() - t1);
+        }
+    }
     cJSON_AddStringToObject(ans, "err", ns_err_str(err));
     cJSON_AddStringToObject(ans, "errstr", errstr);
     cJSON_AddNumberToObject(ans, "ms", tc_now_ms() - t0);
