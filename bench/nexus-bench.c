@@ -521,9 +521,9 @@ static enum ns_err read_batches(const struct mapping *map, const char *path,
         if (res == CHANGE_READY)
             bt->count++;
     }
-    /* apply_changes() runs a batch's statements group by group, so two
-     * changes of one key must never both reach it: coalesce, as the
-     * workers do */
+    /* coalesce as the workers do: apply_changes() runs a batch's
+     * statements group by group, so two changes of one key reach it only
+     * as rounds of a temporal link, which it orders */
     for (size_t i = 0; i < nb; i++)
         batches[i].count = change_coalesce(batches[i].changes, batches[i].count);
 
