@@ -40,10 +40,10 @@ struct dlq {
     size_t max_message;          /* the producer's message.max.bytes */
 };
 
-/* Value of a header as a C string in out, "" when absent. */
-static void dlq_header_str(rd_kafka_headers_t *hdrs, const char *name,
-                           char *out, size_t out_size)
+void dlq_header_str(const void *headers, const char *name, char *out,
+                    size_t out_size)
 {
+    const rd_kafka_headers_t *hdrs = headers;
     const void *val = NULL;
     size_t size = 0;
 

@@ -62,6 +62,11 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
 enum ns_err dlq_flush(struct dlq *dlq, int timeout_ms, char *errstr,
                       size_t errstr_size);
 
+/* The last value of header name in headers (rd_kafka_headers_t *, may be
+ * NULL) as a C string in out, cut to fit; "" when absent. */
+void dlq_header_str(const void *headers, const char *name, char *out,
+                    size_t out_size);
+
 /* Dead letters acknowledged since start. */
 uint64_t dlq_sent_count(const struct dlq *dlq);
 

@@ -329,8 +329,9 @@ static enum ns_err write_histograms(struct buf *out, const struct metrics *m,
                          wl);
     if (!err)
         err = head(out, "nexus_pg_writeback_seconds", "histogram",
-                   "Time to write one batch's sync_status back to "
-                   "PostgreSQL, failed attempts included.");
+                   "Time the loop waited for one batch's sync_status "
+                   "write-back to PostgreSQL, which runs while the next "
+                   "batch goes to Neo4j; failed attempts included.");
     if (!err)
         err = hist_write(out, "nexus_pg_writeback_seconds", &m->pg_seconds,
                          wl);

@@ -22,6 +22,21 @@ def new_id():
     return str(uuid.uuid4())
 
 
+def new_tags(nx, project, n, prefix):
+    """n tags named prefix-0.. in the project fixture's project; their ids."""
+    ids = [new_id() for _ in range(n)]
+    nx.psql("INSERT INTO tags (id, project_id, tenant_id, name) VALUES " + ", ".join(
+        f"('{i}', '{project['project']}', '{project['tenant']}', '{prefix}-{k}')" for k, i in enumerate(ids)))
+    return ids
+
+
+def tags_applied(nx, ids):
+    """How many of the tags ids a worker has written to Neo4j (not only as
+    a bare placeholder)."""
+    return nx.cypher_value("MATCH (t:Tag) WHERE t.id IN $ids AND t.srcLsn IS NOT NULL RETURN count(t)",
+                           {"ids": ids})
+
+
 def wait_until(pred, timeout=60.0, interval=0.25, what="condition"):
     """Poll pred() until it returns a truthy value; fail after timeout,
     stretched by NEXUS_TEST_TIME_SCALE (slow builds: ASan, valgrind)."""

@@ -7,19 +7,11 @@ import uuid
 
 import pytest
 
-from nexus import new_id as U, Proxy, Stack, Worker, scratch_lanes, wait_until
+from nexus import new_tags, Proxy, Stack, Worker, scratch_lanes, tags_applied, wait_until
 
 
-def new_tags(nx, project, n, prefix):
-    ids = [U() for _ in range(n)]
-    values = ", ".join(f"('{i}', '{project['project']}', '{project['tenant']}', '{prefix}-{k}')"
-                       for k, i in enumerate(ids))
-    nx.psql(f"INSERT INTO tags (id, project_id, tenant_id, name) VALUES {values}")
-    return ids
 
 
-def applied(nx, ids):
-    return nx.cypher_value("MATCH (t:Tag) WHERE t.id IN $ids AND t.srcLsn IS NOT NULL RETURN count(t)", {"ids": ids})
 
 
 def synced(nx, ids):
@@ -41,14 +33,14 @@ def test_neo4j_outage_is_retried_and_loses_nothing(nx, project, tmp_path):
     try:
         w.start()
         first = new_tags(nx, project, 5, "before")
-        wait_until(lambda: applied(nx, first) == 5, 120, what="first tags")
+        wait_until(lambda: tags_applied(nx, first) == 5, 120, what="first tags")
         proxy.cut()
         during = new_tags(nx, project, 20, "during")
         wait_until(lambda: (w.stats() or {}).get("neo4j_retries", 0) >= 2, 120, what="retries while Neo4j is down")
-        assert applied(nx, during) == 0
+        assert tags_applied(nx, during) == 0
         assert w.proc.poll() is None
         proxy.restore()
-        wait_until(lambda: applied(nx, during) == 20, 120, what="tags after the outage")
+        wait_until(lambda: tags_applied(nx, during) == 20, 120, what="tags after the outage")
         wait_until(lambda: synced(nx, during) == 20, 60, what="write-back after the outage")
         assert no_failures(nx, during)
         assert "could not commit to Neo4j" in w.log_text()
@@ -67,7 +59,7 @@ def test_postgres_outage_for_the_writeback_is_retried(nx, project, tmp_path):
         wait_until(lambda: synced(nx, first) == 3, 120, what="first write-back")
         proxy.cut()
         during = new_tags(nx, project, 10, "pg-during")
-        wait_until(lambda: applied(nx, during) == 10, 120, what="Neo4j applied while PostgreSQL is unreachable")
+        wait_until(lambda: tags_applied(nx, during) == 10, 120, what="Neo4j applied while PostgreSQL is unreachable")
         wait_until(lambda: (w.stats() or {}).get("pg_retries", 0) >= 2, 120, what="write-back retries")
         assert synced(nx, during) == 0
         proxy.restore()
@@ -140,7 +132,7 @@ def test_writeback_yields_to_application_row_locks(nx, project, tmp_path):
     try:
         time.sleep(0.5)
         w.start()
-        wait_until(lambda: applied(nx, [tag]) == 1, 120, what="tag applied in Neo4j")
+        wait_until(lambda: tags_applied(nx, [tag]) == 1, 120, what="tag applied in Neo4j")
         wait_until(lambda: (w.stats() or {}).get("pg_retries", 0) >= 1, 30, what="write-back lock timeout retried")
         holder.join()
         wait_until(lambda: synced(nx, [tag]) == 1, 60, what="write-back after the lock")
@@ -169,7 +161,7 @@ def test_worker_killed_mid_outage_resumes_from_its_committed_offset(nx, project,
         first.proc.wait()
         proxy.restore()
         second.start()
-        wait_until(lambda: applied(nx, pending) == 15, 120, what="the uncommitted batch applied by the next worker")
+        wait_until(lambda: tags_applied(nx, pending) == 15, 120, what="the uncommitted batch applied by the next worker")
         wait_until(lambda: synced(nx, pending) == 15, 60, what="its write-back")
     finally:
         for w in (first, second):

@@ -18,7 +18,8 @@ import uuid
 
 import pytest
 
-from nexus import BIN, ROOT, Proxy, Worker, new_id, scratch_lanes, stop_worker, wait_until
+from nexus import (BIN, ROOT, Proxy, Worker, new_id, new_tags, scratch_lanes, stop_worker, tags_applied,
+                   wait_until)
 
 MONITORING = os.path.join(ROOT, "deploy", "monitoring")
 RULES = os.path.join(MONITORING, "nexus-alerts.yml")
@@ -89,17 +90,8 @@ class MetricsWorker(Worker):
                    what=f"{self.name} /readyz 200")
 
 
-def new_tags(nx, project, n, prefix):
-    ids = [new_id() for _ in range(n)]
-    values = ", ".join(f"('{i}', '{project['project']}', '{project['tenant']}', '{prefix}-{k}')"
-                       for k, i in enumerate(ids))
-    nx.psql(f"INSERT INTO tags (id, project_id, tenant_id, name) VALUES {values}")
-    return ids
 
 
-def applied_in_neo4j(nx, ids):
-    return nx.cypher_value("MATCH (t:Tag) WHERE t.id IN $ids AND t.srcLsn IS NOT NULL RETURN count(t)",
-                           {"ids": ids})
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +131,7 @@ def test_scrape_counts_a_known_number_of_inserts(nx, project, mw):
     before = mw.samples()
     assert total(before, "nexus_lane_lag_messages", lane="normal") == 0
     ids = new_tags(nx, project, n, "metrics")
-    wait_until(lambda: applied_in_neo4j(nx, ids) == n, 120, what="tags in Neo4j")
+    wait_until(lambda: tags_applied(nx, ids) == n, 120, what="tags in Neo4j")
     wait_until(lambda: total(mw.samples(), "nexus_events_applied_total", lane="normal")
                - total(before, "nexus_events_applied_total", lane="normal") >= n, 120,
                what="the inserts counted as applied")
@@ -243,7 +235,7 @@ def test_readyz_is_503_while_neo4j_is_cut_off(nx, project, tmp_path):
         w.wait_ready(timeout=120)
         wait_until(lambda: total(w.samples(), "nexus_events_applied_total") - applied_before == 10, 120,
                    what="this worker's batch applied after the outage")
-        assert applied_in_neo4j(nx, ids) == 10
+        assert tags_applied(nx, ids) == 10
         after = w.samples()
         assert total(after, "nexus_target_up", target="neo4j") == 1
         assert total(after, "nexus_events_dlq_total") == 0

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from nexus import (track, new_id as U, Worker, canonical_dump, empty_graph, run_tool,
+from nexus import (track, new_id as U, new_tags, Worker, canonical_dump, empty_graph, run_tool,
                    wait_group_caught_up, wait_until)
 
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
@@ -29,11 +29,6 @@ def saved(nx, path):
     return {(o["topic"], o["partition"]): o["offset"] for o in doc["offsets"]}
 
 
-def new_tags(nx, project, n, prefix):
-    ids = [U() for _ in range(n)]
-    nx.psql("INSERT INTO tags (id, project_id, tenant_id, name) VALUES " + ", ".join(
-        f"('{i}', '{project['project']}', '{project['tenant']}', '{prefix}-{k}')" for k, i in enumerate(ids)))
-    return ids
 
 
 def test_refuses_while_the_group_has_members(nx, project, tmp_path):

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from nexus import (track, new_id as U, Proxy, Worker, committed_offsets, run_tool, wait_group_caught_up,
+from nexus import (track, new_tags, Proxy, Worker, committed_offsets, run_tool, wait_group_caught_up,
                    wait_until)
 
 TOPIC = "nexus.normal.tag"
@@ -33,11 +33,6 @@ def tag_worker(nx, tmp_path, group, sub, **env):
     return w
 
 
-def new_tags(nx, project, n, prefix):
-    ids = [U() for _ in range(n)]
-    nx.psql("INSERT INTO tags (id, project_id, tenant_id, name) VALUES " + ", ".join(
-        f"('{i}', '{project['project']}', '{project['tenant']}', '{prefix}-{k}')" for k, i in enumerate(ids)))
-    return ids
 
 
 def pg_state(nx, ids):

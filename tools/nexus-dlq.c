@@ -36,6 +36,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "config.h"
+#include "dlq.h"
 #include "err.h"
 #include "log.h"
 #include "mapping.h"
@@ -169,29 +170,6 @@ static void usage(FILE *f)
 }
 
 /* ---- small helpers ----------------------------------------------------- */
-
-static void copy_bytes(char *dst, size_t size, const void *src, size_t len)
-{
-    if (len >= size)
-        len = size - 1;
-    if (len)
-        memcpy(dst, src, len);
-    dst[len] = '\0';
-}
-
-/* The last value of header name as a C string; "" when absent. */
-static void header_str(const rd_kafka_headers_t *hdrs, const char *name,
-                       char *out, size_t out_size)
-{
-    const void *val = NULL;
-    size_t size = 0;
-
-    out[0] = '\0';
-    if (!hdrs || rd_kafka_header_get_last(hdrs, name, &val, &size) !=
-                     RD_KAFKA_RESP_ERR_NO_ERROR || !val)
-        return;
-    copy_bytes(out, out_size, val, size);
-}
 
 /* A decimal integer covering the whole string; -1 when it is not one. */
 static int64_t parse_int(const char *s)
@@ -328,14 +306,15 @@ static struct letter *letter_new(const rd_kafka_message_t *rkm,
     lt->timestamp_ms = rd_kafka_message_timestamp(rkm, &tstype);
     if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
         hdrs = NULL;
-    header_str(hdrs, "nexus.reason", lt->reason, sizeof(lt->reason));
-    header_str(hdrs, "nexus.error.class", lt->error_class,
-               sizeof(lt->error_class));
-    header_str(hdrs, "nexus.source.topic", lt->source_topic,
-               sizeof(lt->source_topic));
-    header_str(hdrs, "nexus.source.partition", partition, sizeof(partition));
+    dlq_header_str(hdrs, "nexus.reason", lt->reason, sizeof(lt->reason));
+    dlq_header_str(hdrs, "nexus.error.class", lt->error_class,
+                   sizeof(lt->error_class));
+    dlq_header_str(hdrs, "nexus.source.topic", lt->source_topic,
+                   sizeof(lt->source_topic));
+    dlq_header_str(hdrs, "nexus.source.partition", partition,
+                   sizeof(partition));
     lt->source_partition = (int32_t)parse_int(partition);
-    header_str(hdrs, "nexus.time", lt->time, sizeof(lt->time));
+    dlq_header_str(hdrs, "nexus.time", lt->time, sizeof(lt->time));
     if (!lt->time[0] && lt->timestamp_ms >= 0)
         iso_time(lt->timestamp_ms, lt->time, sizeof(lt->time));
     reason_pattern(lt->reason, lt->pattern, sizeof(lt->pattern));
@@ -1072,13 +1051,13 @@ static enum ns_err marker_collect(const rd_kafka_message_t *rkm,
     (void)errstr_size;
     if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return NS_OK;
-    header_str(hdrs, "nexus.redrive.dlq.topic", topic, sizeof(topic));
+    dlq_header_str(hdrs, "nexus.redrive.dlq.topic", topic, sizeof(topic));
     if (strcmp(topic, ctx->dlq_topic) != 0)
         return NS_OK;
-    header_str(hdrs, "nexus.redrive.dlq.partition", partition,
-               sizeof(partition));
-    header_str(hdrs, "nexus.redrive.dlq.offset", offset, sizeof(offset));
-    header_str(hdrs, "nexus.redrive.time", when, sizeof(when));
+    dlq_header_str(hdrs, "nexus.redrive.dlq.partition", partition,
+                   sizeof(partition));
+    dlq_header_str(hdrs, "nexus.redrive.dlq.offset", offset, sizeof(offset));
+    dlq_header_str(hdrs, "nexus.redrive.time", when, sizeof(when));
     p = parse_int(partition);
     o = parse_int(offset);
     for (size_t i = 0; i < ctx->chosen->n; i++) {
@@ -1144,7 +1123,7 @@ static rd_kafka_headers_t *redrive_headers(const struct letter *lt,
 
     if (!hdrs)
         return NULL;
-    header_str(lt->hdrs, "nexus.redrive.count", count, sizeof(count));
+    dlq_header_str(lt->hdrs, "nexus.redrive.count", count, sizeof(count));
     before = parse_int(count);
     snprintf(count, sizeof(count), "%" PRId64, before < 0 ? 1 : before + 1);
     snprintf(partition, sizeof(partition), "%d", (int)lt->partition);
