@@ -5,7 +5,8 @@ It listens on an ephemeral port and forwards every request to the target
 (HTTP/1.1, keep-alive, bodies by Content-Length), except the requests that
 match a rule: those are answered by the proxy and never reach the target,
 so nothing they asked for is committed. A rule is (method, path regex,
-count, status, body or Neo4j error code); it answers the next count
+count, status, body or Neo4j error code, and optionally a regex the
+request body must match); it answers the next count
 matching requests (count None: every one until cleared) and then stands
 aside. Standard library only.
 
@@ -37,22 +38,25 @@ def neo4j_error_body(code, message="injected by tests/faultproxy.py"):
 
 
 class Rule:
-    """Answer the next count requests whose method is method and whose path
-    (without the query) matches path with status and body. served counts
-    the requests answered so far."""
+    """Answer the next count requests whose method is method, whose path
+    (without the query) matches path and, when match_body is given, whose
+    body matches that regex, with status and body. served counts the
+    requests answered so far."""
 
     def __init__(self, method, path, count, status=200, body=None, code=None,
-                 content_type="application/json"):
+                 content_type="application/json", match_body=None):
         if (body is None) == (code is None):
             raise ValueError("give a body or a Neo4j error code, not both")
         self.method, self.path, self.count = method.upper(), re.compile(path), count
         self.status, self.content_type = status, content_type
         self.body = neo4j_error_body(code) if code is not None else \
             (body.encode() if isinstance(body, str) else body)
+        self.match_body = re.compile(match_body.encode()) if match_body else None
         self.served = 0
 
-    def matches(self, method, path):
+    def matches(self, method, path, body):
         return method == self.method and self.path.search(path) is not None and \
+            (self.match_body is None or self.match_body.search(body) is not None) and \
             (self.count is None or self.served < self.count)
 
 
@@ -77,7 +81,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = urllib.parse.urlsplit(self.path).path
-                rule = proxy._take(self.command, path)
+                rule = proxy._take(self.command, path, body)
                 if rule is not None:
                     self._answer(rule.status, [("Content-Type", rule.content_type)], rule.body)
                     proxy._note(self.command, path, rule.status, "injected")
@@ -124,10 +128,10 @@ class FaultProxy:
         self.server.shutdown()
         self.server.server_close()
 
-    def _take(self, method, path):
+    def _take(self, method, path, body):
         with self.lock:
             for rule in self.rules:
-                if rule.matches(method, path):
+                if rule.matches(method, path, body):
                     rule.served += 1
                     return rule
         return None
