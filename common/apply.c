@@ -326,6 +326,29 @@ enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
             goto cleanup;
         }
     }
+    /* Every change of the batch (n > 1 here) rejected with the same code:
+     * no set of events is that uniformly bad, the cause is the server or
+     * the statements' shape (a schema or version change). Dead-lettering
+     * would drop the whole batch; nothing was committed, so retry it. */
+    {
+        /* the code is the reason up to its first ": " */
+        const char *end = strstr(results[0].reason, ": ");
+        size_t len = end ? (size_t)(end - results[0].reason) : 0;
+        size_t same = 0;
+
+        while (len && strncmp(results[0].reason, "Neo.", 4) == 0 &&
+               same < n && results[same].status == APPLY_FAILED &&
+               strncmp(results[same].reason, results[0].reason,
+                       len + 2) == 0)
+            same++;
+        if (same == n) {
+            snprintf(errstr, errstr_size, "all %zu changes rejected alike, "
+                     "retrying the batch: %.400s", n, results[0].reason);
+            for (size_t i = 0; i < n; i++)
+                memset(&results[i], 0, sizeof(results[i]));
+            err = NS_ERR_NEO4J_TRANSIENT;
+        }
+    }
 
 cleanup:
     free(idx);
