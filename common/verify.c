@@ -964,7 +964,9 @@ static enum ns_err pending_upsert(struct run *run, const char *k1,
                !cJSON_AddStringToObject(row, "b", k2)) {
         err = NS_ERR_NOMEM;
     }
-    if (!err && (!cJSON_AddNumberToObject(row, "lsn", (double)lsn) ||
+    if (!err && (!cJSON_AddNumberToObject(row, "ep",
+                                          (double)run->vf->opt.epoch) ||
+                 !cJSON_AddNumberToObject(row, "lsn", (double)lsn) ||
                  !cJSON_AddNumberToObject(row, "ts", (double)run->now_ms) ||
                  !cJSON_AddNumberToObject(row, "v", (double)version)))
         err = NS_ERR_NOMEM;
@@ -1009,6 +1011,7 @@ static enum ns_err pending_upsert(struct run *run, const char *k1,
                                       : (UINT64_C(1) << tbl->prop_count) - 1;
     ch->row = row;
     ch->version = version;
+    ch->epoch = run->vf->opt.epoch;
     ch->lsn = lsn;
     snprintf(ch->key_values[0], sizeof(ch->key_values[0]), "%s", k1);
     if (k2)
@@ -1030,6 +1033,7 @@ static enum ns_err pending_delete(struct run *run, cJSON *list,
     cJSON *row = cJSON_CreateObject();
 
     if (!row || !cJSON_AddStringToObject(row, name, value) ||
+        !cJSON_AddNumberToObject(row, "ep", (double)run->vf->opt.epoch) ||
         !cJSON_AddNumberToObject(row, "lsn", (double)(lsn < 0 ? 0 : lsn)) ||
         !cJSON_AddNumberToObject(row, "ts", (double)run->now_ms)) {
         cJSON_Delete(row);

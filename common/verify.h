@@ -53,6 +53,9 @@ struct verify_options {
     size_t chunk;           /* rows per page and per repair batch, >= 1 */
     size_t limit_report;    /* examples kept per table */
     int repair;             /* non-zero: fix what is found */
+    int64_t epoch;          /* source epoch of the repairs: the current one
+                               (config source.epochs), compared before the
+                               position as the workers' changes are */
 };
 
 /* Counts for one table; "graph" is nodes or relationships seen. */

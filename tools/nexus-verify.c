@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "config.h"
@@ -37,6 +38,7 @@ struct args {
     int json;
     int repair;
     int dry_run;
+    int64_t epoch;          /* the source epoch now (config source.epochs) */
 };
 
 static void usage(FILE *f)
@@ -224,7 +226,7 @@ static int run_pass(const struct mapping *map, const struct args *a,
                     const char *conninfo, struct neo4j_client *nc, int repair,
                     struct verify **out)
 {
-    struct verify_options opt = {a->chunk, a->limit_report, repair};
+    struct verify_options opt = {a->chunk, a->limit_report, repair, a->epoch};
     struct verify *vf = NULL;
     char errstr[1024];
     enum ns_err err;
@@ -328,6 +330,7 @@ int main(int argc, char **argv)
         return EXIT_ERROR;
     }
     cfg_loaded = 1;
+    a.epoch = config_source_epoch(&cfg, (int64_t)time(NULL) * 1000);
     log_setup((enum log_level)cfg.log_level, cfg.log_json, "nexus-verify");
     if (mapping_load(cfg.mapping_path, &map, errstr, sizeof(errstr))) {
         fprintf(stderr, "nexus-verify: %s\n", errstr);
