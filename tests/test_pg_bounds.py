@@ -7,6 +7,7 @@ Each case failed before pgstatus.c bounded its waits (keepalives,
 tcp_user_timeout, a poll deadline on every result), classified 25006 and
 42501 as transient and checked keys before the ::uuid[] cast."""
 
+import re
 import subprocess
 import threading
 import uuid
@@ -89,10 +90,20 @@ def test_pg_stalled_connection_returns_transient_within_the_bound(clients, nx, p
         proxy.close()
 
 
-def test_pg_connection_has_tcp_keepalive(clients, nx, pg_rows):
-    """The writer's socket carries SO_KEEPALIVE (ss shows a keepalive timer
-    on the idle connection), so a peer that vanished without a FIN is
-    found by the kernel. Before: no timer, the socket waited ~2 hours."""
+def keepalive_seconds(ss_line):
+    """The keepalive timer of one `ss -o` line, in seconds, or None."""
+    m = re.search(r"timer:\(keepalive,(?:(\d+)min)?(?:([\d.]+)sec)?(?:(\d+)ms)?", ss_line)
+    if not m:
+        return None
+    mins, secs, ms = m.groups()
+    return int(mins or 0) * 60 + float(secs or 0) + int(ms or 0) / 1000
+
+
+def test_pg_connection_has_short_tcp_keepalive(clients, nx, pg_rows):
+    """The writer's idle socket is probed by keepalives after seconds, not
+    after the kernel's default two hours (ss shows the keepalive timer), so
+    a peer that vanished without a FIN is found quickly. Before: libpq's
+    default keepalive with the system idle time, a timer of ~120 min."""
     ids = pg_rows
     proxy = StallProxy(nx.env["NEXUS_PG_PORT"])
     d = pg_driver(clients, nx.env, port=proxy.port)
@@ -102,7 +113,9 @@ def test_pg_connection_has_tcp_keepalive(clients, nx, pg_rows):
                               f"127.0.0.1:{proxy.port}"], capture_output=True, text=True,
                              check=True).stdout
         assert out.strip(), "no connection of the writer through the proxy"
-        assert "keepalive" in out, out
+        left = keepalive_seconds(out)
+        assert left is not None, out
+        assert left <= 10, f"first keepalive probe only after {left} s: {out}"
     finally:
         d.close()
         proxy.close()
