@@ -1,9 +1,12 @@
 #include "pgstatus.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Debian keeps libpq's headers in a subdirectory (pkg-config --cflags). */
 #if defined(__has_include) && __has_include(<libpq-fe.h>)
@@ -13,6 +16,7 @@
 #endif
 
 #include "buf.h"
+#include "log.h"
 
 /* Caps on the SQL text of one UPDATE and on one array parameter. */
 #define PG_STATUS_SQL_MAX (64u * 1024u)
@@ -28,6 +32,25 @@
  * the write-back gives up first (55P03, retried) and the application's
  * transaction never sees a deadlock error. */
 #define PG_STATUS_CONNECT_TIMEOUT "10"
+
+/* A peer that vanished without a FIN or RST (a half-open connection: a
+ * crashed host, a dropped NAT entry, a failover) would otherwise block the
+ * worker until the kernel gives up, about two hours. Keepalives probe an
+ * idle connection after 10 s, every 5 s, 3 times; tcp_user_timeout (ms)
+ * ends one whose sent data stays unacknowledged. Defaults a conninfo may
+ * override. */
+#define PG_STATUS_KEEPALIVES_IDLE "10"
+#define PG_STATUS_KEEPALIVES_INTERVAL "5"
+#define PG_STATUS_KEEPALIVES_COUNT "3"
+#define PG_STATUS_TCP_USER_TIMEOUT "30000"
+
+/* Default bound, in ms, on one wait for the outcome of a write-back (and
+ * for the ROLLBACK of a left-over transaction). A peer that acknowledges
+ * packets but never answers (a hung server, a proxy that stopped
+ * forwarding) is not caught by keepalives; this bound catches it. It
+ * matches statement_timeout below: a healthy server answers before it.
+ * pg_status_set_timeout() changes it. */
+#define PG_STATUS_RESULT_TIMEOUT_MS 30000
 #define PG_STATUS_OPTIONS "-c statement_timeout=30000 -c lock_timeout=200"
 
 /* Parameters of one UPDATE: up to two keys, the version or the reason, and
@@ -59,6 +82,7 @@ struct pg_status {
     struct buf sql;
     struct buf arr[PG_STATUS_PARAMS];
     int in_flight;                /* sent and synced, results not read */
+    int timeout_ms;               /* bound on one wait for results */
     size_t sent_count;
     const struct mapping_table *sent[PG_STATUS_SENT_MAX];
 };
@@ -137,6 +161,7 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
     for (size_t i = 0; i < PG_STATUS_PARAMS; i++)
         buf_init(&ps->arr[i], PG_STATUS_ARRAY_MAX);
     ps->map = map;
+    ps->timeout_ms = PG_STATUS_RESULT_TIMEOUT_MS;
     ps->conninfo = strdup(conninfo);
     if (!ps->conninfo) {
         err = NS_ERR_NOMEM;
@@ -149,6 +174,11 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
 cleanup:
     pg_status_free(ps);
     return err;
+}
+
+void pg_status_set_timeout(struct pg_status *ps, int timeout_ms)
+{
+    ps->timeout_ms = timeout_ms > 0 ? timeout_ms : PG_STATUS_RESULT_TIMEOUT_MS;
 }
 
 void pg_status_free(struct pg_status *ps)
@@ -173,11 +203,15 @@ static enum ns_err pg_status_connect(struct pg_status *ps, char *errstr,
                                      size_t errstr_size)
 {
     static const char *const keywords[] = {
-        "connect_timeout", "client_encoding", "options",
-        "fallback_application_name", "dbname", NULL};
+        "connect_timeout", "keepalives", "keepalives_idle",
+        "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+        "client_encoding", "options", "fallback_application_name", "dbname",
+        NULL};
     const char *values[] = {
-        PG_STATUS_CONNECT_TIMEOUT, "UTF8", PG_STATUS_OPTIONS,
-        "nexus-sync", ps->conninfo, NULL};
+        PG_STATUS_CONNECT_TIMEOUT, "1", PG_STATUS_KEEPALIVES_IDLE,
+        PG_STATUS_KEEPALIVES_INTERVAL, PG_STATUS_KEEPALIVES_COUNT,
+        PG_STATUS_TCP_USER_TIMEOUT, "UTF8", PG_STATUS_OPTIONS, "nexus-sync",
+        ps->conninfo, NULL};
     char msg[512];
 
     if (ps->conn && PQstatus(ps->conn) == CONNECTION_OK)
@@ -197,16 +231,79 @@ static enum ns_err pg_status_connect(struct pg_status *ps, char *errstr,
                           "could not connect to PostgreSQL: %s", msg);
         return NS_ERR_PG_TRANSIENT;
     }
+    /* Every wait goes through pg_status_ready(), which polls the socket
+     * with a deadline; a blocking libpq call could wait forever. */
+    if (PQsetnonblocking(ps->conn, 1) != 0) {
+        pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
+        ns_err_set(errstr, errstr_size,
+                   "could not make the PostgreSQL connection non-blocking: "
+                   "%s", msg);
+        PQfinish(ps->conn);
+        ps->conn = NULL;
+        return NS_ERR_PG_TRANSIENT;
+    }
     return NS_OK;
+}
+
+static int64_t pg_status_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+enum pg_status_wait_result {
+    PG_STATUS_READY = 0,     /* PQgetResult() will not block */
+    PG_STATUS_TIMED_OUT,     /* deadline passed, no answer */
+    PG_STATUS_BROKEN         /* the connection failed */
+};
+
+/*
+ * Flush what is queued and read what arrived until a result can be taken
+ * without blocking, or until deadline (monotonic ms).
+ */
+static enum pg_status_wait_result pg_status_ready(PGconn *conn,
+                                                  int64_t deadline)
+{
+    for (;;) {
+        int flushing = PQflush(conn);
+        struct pollfd pfd;
+        int64_t left;
+        int rc;
+
+        /* a broken connection may still hold the server's last words
+         * (a FATAL error): let PQgetResult() hand them over */
+        if (flushing < 0 || !PQconsumeInput(conn))
+            return PQisBusy(conn) ? PG_STATUS_BROKEN : PG_STATUS_READY;
+        if (!PQisBusy(conn))
+            return PG_STATUS_READY;
+        left = deadline - pg_status_now_ms();
+        if (left <= 0)
+            return PG_STATUS_TIMED_OUT;
+        pfd.fd = PQsocket(conn);
+        pfd.events = POLLIN | (flushing ? POLLOUT : 0);
+        pfd.revents = 0;
+        if (pfd.fd < 0)
+            return PG_STATUS_BROKEN;
+        rc = poll(&pfd, 1, left > 1000000 ? 1000000 : (int)left);
+        if (rc < 0 && errno != EINTR)
+            return PG_STATUS_BROKEN;
+    }
 }
 
 /*
  * Whether a failed statement can succeed later. A lost connection has no
  * SQLSTATE; of the server's classes, connection exceptions (08), rollbacks
- * for serialization or deadlock (40), lack of resources (53), operator
- * intervention and cancels such as statement_timeout (57), system errors
- * (58) and lock_not_available (55P03) are transient. Everything else is the
- * statement's fault (syntax, privileges, data).
+ * for serialization or deadlock (40: 40001, 40P01), lack of resources (53),
+ * operator intervention and cancels such as statement_timeout or a
+ * shutdown (57, 57P0x), system errors (58) and lock_not_available (55P03)
+ * are transient. So are read_only_sql_transaction (25006: we reached a
+ * standby, or a primary demoted by a failover) and insufficient_privilege
+ * (42501: a grant missing while an operator fixes it): dropping the
+ * bookkeeping would lose it for good, a retry lands it once the cluster or
+ * the grant is back. Everything else is the statement's fault (syntax,
+ * data).
  */
 static enum ns_err pg_status_classify(PGconn *conn, const PGresult *res)
 {
@@ -217,30 +314,43 @@ static enum ns_err pg_status_classify(PGconn *conn, const PGresult *res)
         return NS_ERR_PG_TRANSIENT;
     if (strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0 ||
         strncmp(state, "53", 2) == 0 || strncmp(state, "57", 2) == 0 ||
-        strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0)
+        strncmp(state, "58", 2) == 0 || strcmp(state, "55P03") == 0 ||
+        strcmp(state, "25006") == 0 || strcmp(state, "42501") == 0)
         return NS_ERR_PG_TRANSIENT;
     return NS_ERR_PG_PERMANENT;
 }
 
-/* End a failed transaction. A connection that cannot even roll back is
- * dropped, so the next call starts from a fresh one. */
+/* End a failed transaction, within the result bound. A connection that
+ * cannot even roll back is dropped, so the next call starts from a fresh
+ * one. */
 static void pg_status_abort(struct pg_status *ps)
 {
-    PGresult *res;
-    PGTransactionStatusType ts;
+    int64_t deadline = pg_status_now_ms() + ps->timeout_ms;
+    int ok;
 
     if (!ps->conn || PQstatus(ps->conn) != CONNECTION_OK)
         return;
-    ts = PQtransactionStatus(ps->conn);
-    if (ts == PQTRANS_IDLE)
+    if (PQtransactionStatus(ps->conn) == PQTRANS_IDLE)
         return;
-    res = PQexec(ps->conn, "ROLLBACK");
-    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK ||
-        PQtransactionStatus(ps->conn) != PQTRANS_IDLE) {
+    ok = PQsendQuery(ps->conn, "ROLLBACK");
+    while (ok) {
+        PGresult *res;
+
+        if (pg_status_ready(ps->conn, deadline) != PG_STATUS_READY) {
+            ok = 0;
+            break;
+        }
+        res = PQgetResult(ps->conn);
+        if (!res)
+            break;
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            ok = 0;
+        PQclear(res);
+    }
+    if (!ok || PQtransactionStatus(ps->conn) != PQTRANS_IDLE) {
         PQfinish(ps->conn);
         ps->conn = NULL;
     }
-    PQclear(res);
 }
 
 /*
@@ -324,6 +434,53 @@ static enum ns_err pg_status_array_add(struct buf *b, const char *s,
 static enum ns_err pg_status_array_add_int(struct buf *b, int64_t v)
 {
     return buf_addf(b, "%s%lld", b->len > 1 ? "," : "", (long long)v);
+}
+
+/*
+ * Whether s is uuid input PostgreSQL accepts (uuid_in): 32 hex digits,
+ * optionally between braces, with a '-' allowed after any group of four.
+ */
+static int pg_status_uuid_ok(const char *s)
+{
+    static const char hex[] = "0123456789abcdefABCDEF";
+    int braces = *s == '{';
+
+    if (braces)
+        s++;
+    for (int i = 0; i < 16; i++) {
+        if (!s[0] || !s[1] || !strchr(hex, s[0]) || !strchr(hex, s[1]))
+            return 0;
+        s += 2;
+        if (*s == '-' && i % 2 == 1 && i < 15)
+            s++;
+    }
+    if (braces && *s++ != '}')
+        return 0;
+    return *s == '\0';
+}
+
+/*
+ * Whether every key of a row fits its column. The UPDATE casts keys to
+ * uuid[] (the schema's key columns are uuid; the mapping declares no other
+ * type for them), and one element the cast rejects (22P02) fails the whole
+ * write-back transaction, so such a row is left out instead.
+ */
+static int pg_status_row_fits(const struct pg_status_row *row)
+{
+    for (size_t k = 0; k < row->tbl->key_count; k++)
+        if (!pg_status_uuid_ok(row->keys[k]))
+            return 0;
+    return 1;
+}
+
+/* A key as printable text for a log line, cut to fit out. */
+static void pg_status_key_text(const char *key, char *out, size_t out_size)
+{
+    size_t i = 0;
+
+    for (; key[i] && i + 1 < out_size; i++)
+        out[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
+    out[i] = '\0';
 }
 
 static int pg_status_in_pass(const struct pg_status_row *row,
@@ -434,7 +591,8 @@ static enum ns_err pg_status_arrays(struct pg_status *ps,
     for (size_t i = 0; !err && i < n; i++) {
         const struct pg_status_row *row = &rows[i];
 
-        if (row->tbl != tbl || !pg_status_in_pass(row, pass))
+        if (row->tbl != tbl || !pg_status_in_pass(row, pass) ||
+            !pg_status_row_fits(row))
             continue;
         for (size_t k = 0; !err && k < nk; k++)
             err = pg_status_array_add(&ps->arr[k], row->keys[k],
@@ -507,6 +665,7 @@ enum ns_err pg_status_send(struct pg_status *ps,
 {
     const char *values[PG_STATUS_PARAMS];
     char msg[512];
+    size_t fitting = 0;
     enum ns_err err;
 
     if (ps->in_flight) {
@@ -520,6 +679,26 @@ enum ns_err pg_status_send(struct pg_status *ps,
     err = pg_status_check_rows(rows, n, errstr, errstr_size);
     if (err)
         return err;
+    for (size_t i = 0; i < n; i++) {
+        const struct mapping_table *tbl = rows[i].tbl;
+        char key[2][80];
+
+        if (pg_status_row_fits(&rows[i])) {
+            fitting++;
+            continue;
+        }
+        if (!log_enabled(LOG_WARN))
+            continue;
+        pg_status_key_text(rows[i].keys[0], key[0], sizeof(key[0]));
+        if (tbl->key_count > 1)
+            pg_status_key_text(rows[i].keys[1], key[1], sizeof(key[1]));
+        log_msg(LOG_WARN, "skipped the sync status write-back of %s key "
+                "%s%s%s: a key is not a valid uuid", tbl->table, key[0],
+                tbl->key_count > 1 ? "," : "",
+                tbl->key_count > 1 ? key[1] : "");
+    }
+    if (fitting == 0)
+        return NS_OK;
     err = pg_status_connect(ps, errstr, errstr_size);
     if (err)
         return err;
@@ -598,18 +777,27 @@ enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
                            size_t errstr_size)
 {
     enum ns_err err = NS_OK;
+    enum pg_status_wait_result wr = PG_STATUS_READY;
+    int64_t deadline;
     size_t query = 0;
-    int synced = 0, empty = 0;
+    int synced = 0, empty = 0, read_only = 0;
     char msg[512];
 
     if (!ps->in_flight)
         return NS_OK;
     ps->in_flight = 0;
+    deadline = pg_status_now_ms() + ps->timeout_ms;
     /* One result and a NULL per statement, then the sync. Two NULLs in a
-     * row mean the results ended early: the connection is gone. */
+     * row mean the results ended early: the connection is gone. No call
+     * below blocks: each PQgetResult waits in pg_status_ready(), bounded
+     * by the deadline. */
     while (!synced && empty < 2) {
-        PGresult *res = PQgetResult(ps->conn);
+        PGresult *res;
 
+        wr = pg_status_ready(ps->conn, deadline);
+        if (wr != PG_STATUS_READY)
+            break;
+        res = PQgetResult(ps->conn);
         if (!res) {
             empty++;
             continue;
@@ -631,6 +819,7 @@ enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
                 const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
                 err = pg_status_classify(ps->conn, res);
+                read_only = state && strcmp(state, "25006") == 0;
                 pg_status_first_line(PQresultErrorMessage(res), msg,
                                      sizeof(msg));
                 if (!msg[0])
@@ -645,6 +834,17 @@ enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
         }
         PQclear(res);
     }
+    if (wr == PG_STATUS_TIMED_OUT) {
+        /* The server or the path to it stopped answering. A cancel would
+         * need a new connection over the same dead path, so the connection
+         * is dropped; the server's statement_timeout ends the statement if
+         * it is still running. */
+        ns_err_set(errstr, errstr_size, "no answer from PostgreSQL within "
+                   "%d ms while writing sync status; connection dropped",
+                   ps->timeout_ms);
+        pg_status_drop(ps);
+        return NS_ERR_PG_TRANSIENT;
+    }
     if (!synced || !PQexitPipelineMode(ps->conn)) {
         if (!err) {
             pg_status_first_line(PQerrorMessage(ps->conn), msg, sizeof(msg));
@@ -654,6 +854,10 @@ enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
         /* the sync went out, so the outcome is unknown; every UPDATE may
          * be repeated */
         err = NS_ERR_PG_TRANSIENT;
+        pg_status_drop(ps);
+    } else if (read_only) {
+        /* a session on a read-only server stays read-only: the retry must
+         * connect again (target_session_attrs picks the new primary) */
         pg_status_drop(ps);
     }
     return err;

@@ -44,15 +44,26 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
                           struct pg_status **out, char *errstr,
                           size_t errstr_size);
 
+/*
+ * Bound, in ms, on each wait for the server's answer (default 30000; <= 0
+ * restores it). The connection also has TCP keepalives and a
+ * tcp_user_timeout. When the bound passes, the connection is dropped and
+ * the wait returns NS_ERR_PG_TRANSIENT.
+ */
+void pg_status_set_timeout(struct pg_status *ps, int timeout_ms);
+
 /* Close and free; NULL ok. */
 void pg_status_free(struct pg_status *ps);
 
 /*
  * Write n rows (any tables, any outcomes) in one transaction: send, then
  * wait.
- * NS_ERR_PG_TRANSIENT when the server is unreachable or the connection
- * broke (nothing written; retry), NS_ERR_PG_PERMANENT when the server
- * rejected a statement (a bug or a schema mismatch), detail in errstr.
+ * NS_ERR_PG_TRANSIENT when the server is unreachable, did not answer
+ * within the bound, the connection broke, the server is read-only (25006)
+ * or a grant is missing (42501) (nothing written; retry),
+ * NS_ERR_PG_PERMANENT when the server rejected a statement (a bug or a
+ * schema mismatch), detail in errstr. A row whose key is not a valid uuid
+ * is left out with a warning; the others are written.
  */
 enum ns_err pg_status_write(struct pg_status *ps,
                             const struct pg_status_row *rows, size_t n,

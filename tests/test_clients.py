@@ -355,6 +355,32 @@ def pg_rows(nx):
     nx.psql(f"DELETE FROM tenants WHERE id IN ('{ids['tenant']}', '{ids['tenant2']}')")
 
 
+REJECT = "nexus-test-reject"
+
+
+@pytest.fixture
+def reject_trigger(nx):
+    """A trigger on thread_content that rejects (22023) an UPDATE setting
+    last_sync_error to REJECT: a statement the server refuses for good.
+    (A key that is not a uuid no longer does: pgstatus leaves that row out,
+    see tests/test_pg_bounds.py.)"""
+    nx.psql(f"""
+    CREATE OR REPLACE FUNCTION nexus_test_reject() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.last_sync_error = '{REJECT}' THEN
+        RAISE EXCEPTION 'rejected by the test trigger' USING ERRCODE = '22023';
+      END IF;
+      RETURN NEW;
+    END $$;
+    DROP TRIGGER IF EXISTS nexus_test_reject ON thread_content;
+    CREATE TRIGGER nexus_test_reject BEFORE UPDATE ON thread_content
+      FOR EACH ROW EXECUTE FUNCTION nexus_test_reject();
+    """)
+    yield REJECT
+    nx.psql("DROP TRIGGER IF EXISTS nexus_test_reject ON thread_content; "
+            "DROP FUNCTION IF EXISTS nexus_test_reject()")
+
+
 def row_of(nx, table, where):
     """The whole row as a dict (through JSON, so every column is exact)."""
     out = nx.scalar(f"SELECT row_to_json(t) FROM {table} t WHERE {where}")
@@ -468,7 +494,7 @@ def test_pg_repeated_success_writes_nothing_and_new_version_is_pending(clients, 
         d.close()
 
 
-def test_pg_pipelined_write_commits_while_the_caller_works(clients, nx, pg_rows):
+def test_pg_pipelined_write_commits_while_the_caller_works(clients, nx, pg_rows, reject_trigger):
     """pg_status_send puts the whole write-back on the wire and returns: the
     rows are committed (visible to another session) while the caller is
     still busy, before it reads the outcome with pg_status_wait. A failing
@@ -494,11 +520,11 @@ def test_pg_pipelined_write_commits_while_the_caller_works(clients, nx, pg_rows)
         print(f"\npipelined write-back visible after {seen_s * 1000:.0f} ms, send {ans['send_ms']:.1f} ms, "
               f"wait after the hold {ans['wait_ms']:.1f} ms")
 
-        # one transaction: FAILED for tenant2 would pass, the bad uuid fails the pipeline
+        # one transaction: FAILED for tenant2 would pass, the rejected row fails the pipeline
         bad = {"hold_ms": 0, "rows": [
             {"table": "tenants", "outcome": "FAILED", "keys": [ids["tenant2"]], "error": "e"},
-            {"table": "thread_content", "outcome": "SUCCESS", "keys": [ids["thread"], "not-a-uuid"],
-             "version": 1}]}
+            {"table": "thread_content", "outcome": "FAILED", "keys": [ids["thread"], ids["content"]],
+             "error": reject_trigger}]}
         ans = d.ask(bad)
         assert ans["err"] != "ok" and "thread_content" in ans["errstr"], ans
         assert tenant(nx, ids, "tenant2")["sync_status"] == "PENDING"
@@ -585,9 +611,9 @@ def test_pg_awkward_error_strings_survive(clients, nx, pg_rows):
         d.close()
 
 
-def test_pg_rejected_statement_is_permanent_and_writes_nothing(clients, nx, pg_rows):
-    """A key that is not a uuid makes the server reject the UPDATE: PERMANENT,
-    and the valid row of the same batch (another table, earlier UPDATE) is
+def test_pg_rejected_statement_is_permanent_and_writes_nothing(clients, nx, pg_rows, reject_trigger):
+    """The server rejects an UPDATE (a trigger raises 22023): PERMANENT, and
+    the valid row of the same batch (another table, earlier UPDATE) is
     rolled back with it."""
     ids = pg_rows
     t0 = tenant(nx, ids)
@@ -595,11 +621,11 @@ def test_pg_rejected_statement_is_permanent_and_writes_nothing(clients, nx, pg_r
     try:
         ans = d.ask({"rows": [
             {"table": "tenants", "outcome": "FAILED", "keys": [ids["tenant"]], "error": "x"},
-            {"table": "thread_content", "outcome": "FAILED", "keys": [ids["thread"], "not-a-uuid"],
-             "error": "y"},
+            {"table": "thread_content", "outcome": "FAILED", "keys": [ids["thread"], ids["content"]],
+             "error": reject_trigger},
         ]})
         assert ans["err"] == "pg_permanent", ans
-        assert "22P02" in ans["errstr"], ans
+        assert "22023" in ans["errstr"], ans
         assert tenant(nx, ids) == t0
         # the connection is still good for the next batch
         ans = d.ask({"rows": [{"table": "tenants", "outcome": "FAILED", "keys": [ids["tenant"]],

@@ -5,7 +5,8 @@
  *
  * Each stdin line: {"rows":[{"table":..,"outcome":"SUCCESS"|"FAILED",
  * "keys":[..],"version":N,"element_id":..|null,"error":..|null}..],
- * "hold_ms":N?}; with hold_ms, pg_status_send, a sleep of hold_ms, then
+ * "hold_ms":N?,"timeout_ms":N?}; timeout_ms sets the result bound
+ * (pg_status_set_timeout, 0 the default); with hold_ms, pg_status_send, a sleep of hold_ms, then
  * pg_status_wait (send_ms and wait_ms in the answer).
  * Each stdout line: {"err":..,"errstr":..,"ms":..}. One writer serves all
  * lines, so a test can break its connection between two of them.
@@ -61,6 +62,8 @@ static int run_line(struct pg_status *ps, const struct mapping *map,
         rows[n].error = opt_str(it, "error");
         n++;
     }
+    if (tc_num(req, "timeout_ms", -1) >= 0)
+        pg_status_set_timeout(ps, (int)tc_num(req, "timeout_ms", 0));
     t0 = tc_now_ms();
     hold_ms = tc_num(req, "hold_ms", -1);
     if (hold_ms < 0) {
