@@ -97,22 +97,18 @@ struct consumer {
     int64_t next_prune_ms;          /* when to prune delete markers next */
 };
 
+/* The lane of one of the worker's topics, -1 for any other topic. Compared
+ * with the mapping's topic names, since the prefix may hold dots. */
 static int topic_lane(const struct consumer *c, const char *topic)
 {
-    const char *p = strchr(topic, '.');
-    char lane[32];
-    size_t n;
+    char name[256];
 
-    (void)c;
-    if (!p)
-        return -1;
-    p++;
-    n = strcspn(p, ".");
-    if (n >= sizeof(lane))
-        return -1;
-    memcpy(lane, p, n);
-    lane[n] = '\0';
-    return mapping_lane_parse(lane);
+    for (int l = 0; l < LANE__COUNT; l++)
+        if (mapping_topic(c->map, (enum mapping_lane)l, c->cfg->worker, name,
+                          sizeof(name)) == NS_OK &&
+            strcmp(name, topic) == 0)
+            return l;
+    return -1;
 }
 
 static void write_stats(struct consumer *c, int force);
