@@ -77,11 +77,13 @@ static size_t *rounds_order(const struct change *changes, const size_t *idx,
     return order;
 }
 
-/* Build the groups for the changes whose index is in idx[0..n). */
+/* Build the groups for the changes whose index is in idx[0..n). On
+ * failure writes errstr and leaves *out untouched. */
 static enum ns_err build_groups(const struct mapping *map,
                                 const struct change *changes,
                                 const size_t *idx, size_t n,
-                                struct group **out, size_t *out_count)
+                                struct group **out, size_t *out_count,
+                                char *errstr, size_t errstr_size)
 {
     struct group *groups = calloc(n ? n : 1, sizeof(*groups));
     size_t count = 0;
@@ -92,6 +94,8 @@ static enum ns_err build_groups(const struct mapping *map,
     if (!groups || !order) {
         free(groups);
         free(order);
+        snprintf(errstr, errstr_size, "out of memory grouping %zu changes",
+                 n);
         return NS_ERR_NOMEM;
     }
     for (size_t i = 0; i < n; i++) {
@@ -116,11 +120,25 @@ static enum ns_err build_groups(const struct mapping *map,
             if (!g->members || !g->params ||
                 !cJSON_AddArrayToObject(g->params, "rows")) {
                 err = NS_ERR_NOMEM;
+                snprintf(errstr, errstr_size, "out of memory grouping %zu "
+                         "changes of table %s", n, ch->tbl->table);
                 goto cleanup;
             }
             err = cypher_statement(map, g->tbl, g->action, g->shape, &g->text);
-            if (err)
+            if (err == NS_ERR_LIMIT) {
+                snprintf(errstr, errstr_size, "the statement for table %s "
+                         "(key %s%s%s) exceeds %u bytes", ch->tbl->table,
+                         ch->key_values[0], ch->key_values[1][0] ? "/" : "",
+                         ch->key_values[1], APPLY_STMT_MAX);
                 goto cleanup;
+            }
+            if (err) {
+                snprintf(errstr, errstr_size, "could not build the statement "
+                         "for table %s (key %s%s%s): %s", ch->tbl->table,
+                         ch->key_values[0], ch->key_values[1][0] ? "/" : "",
+                         ch->key_values[1], ns_err_str(err));
+                goto cleanup;
+            }
         }
         g->members[g->count++] = order[i];
     }
@@ -137,6 +155,8 @@ static enum ns_err build_groups(const struct mapping *map,
         for (size_t m = 0; m < g->count; m++)
             if (!cJSON_AddItemReferenceToArray(rows, changes[g->members[m]].row)) {
                 err = NS_ERR_NOMEM;
+                snprintf(errstr, errstr_size, "out of memory adding the "
+                         "rows of table %s", g->tbl->table);
                 goto cleanup;
             }
     }
@@ -245,15 +265,15 @@ static enum ns_err run_once(struct neo4j_client *nc, const struct mapping *map,
     size_t count = 0, failed = 0;
     enum ns_err err;
 
-    err = build_groups(map, changes, idx, n, &groups, &count);
-    if (err) {
-        snprintf(errstr, errstr_size, "could not build statements: %s",
-                 ns_err_str(err));
+    err = build_groups(map, changes, idx, n, &groups, &count, errstr,
+                       errstr_size);
+    if (err)
         goto cleanup;
-    }
     stmts = calloc(count ? count : 1, sizeof(*stmts));
     if (!stmts) {
         err = NS_ERR_NOMEM;
+        snprintf(errstr, errstr_size, "out of memory for %zu statements",
+                 count);
         goto cleanup;
     }
     for (size_t i = 0; i < count; i++) {
@@ -291,8 +311,10 @@ enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
     if (n == 0)
         return NS_OK;
     idx = malloc(n * sizeof(*idx));
-    if (!idx)
+    if (!idx) {
+        snprintf(errstr, errstr_size, "out of memory for %zu changes", n);
         return NS_ERR_NOMEM;
+    }
     for (size_t i = 0; i < n; i++)
         idx[i] = i;
 

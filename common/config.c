@@ -406,9 +406,12 @@ static enum ns_err apply_env_tls(struct config *cfg, char *errstr,
 static enum ns_err config_check_tls(const struct config *cfg, char *errstr,
                                     size_t errstr_size)
 {
+    char url[sizeof(cfg->neo4j_url) + 16];
+
     if (cfg->neo4j_ca_file[0] && strncmp(cfg->neo4j_url, "https://", 8)) {
         snprintf(errstr, errstr_size, "neo4j.ca_file (NEXUS_NEO4J_CA_FILE) "
-                 "is set but the Neo4j url %s is not https", cfg->neo4j_url);
+                 "is set but the Neo4j url %s is not https",
+                 log_url_text(cfg->neo4j_url, url, sizeof(url)));
         return NS_ERR_CONFIG;
     }
     if (cfg->pg_sslrootcert[0] && (!cfg->pg_sslmode[0] ||
@@ -859,6 +862,8 @@ static int is_secret_name(const char *name)
 
 void config_dump(const struct config *cfg, FILE *f)
 {
+    char url[sizeof(cfg->neo4j_url) + 16];
+
     fprintf(f, "worker = \"%s\";\nmapping = \"%s\";\ngroup_id = \"%s\";\n",
             cfg->worker, cfg->mapping_path, cfg->group_id);
     fputs("lanes = [", f);
@@ -884,7 +889,8 @@ void config_dump(const struct config *cfg, FILE *f)
                "password = \"%s\"; timeout_ms = %ld; ca_file = \"%s\"; };\n"
                "postgres = { conninfo = \"%s\"; password = \"%s\"; "
                "sslmode = \"%s\"; sslrootcert = \"%s\"; };\n",
-            cfg->neo4j_url, cfg->neo4j_db, cfg->neo4j_user,
+            log_url_text(cfg->neo4j_url, url, sizeof(url)), cfg->neo4j_db,
+            cfg->neo4j_user,
             cfg->neo4j_password[0] ? "********" : "", cfg->neo4j_timeout_ms,
             cfg->neo4j_ca_file, cfg->pg_conninfo,
             cfg->pg_password[0] ? "********" : "", cfg->pg_sslmode,

@@ -97,22 +97,18 @@ struct consumer {
     int64_t next_prune_ms;          /* when to prune delete markers next */
 };
 
+/* The lane of one of the worker's topics, -1 for any other topic. Compared
+ * with the mapping's topic names, since the prefix may hold dots. */
 static int topic_lane(const struct consumer *c, const char *topic)
 {
-    const char *p = strchr(topic, '.');
-    char lane[32];
-    size_t n;
+    char name[256];
 
-    (void)c;
-    if (!p)
-        return -1;
-    p++;
-    n = strcspn(p, ".");
-    if (n >= sizeof(lane))
-        return -1;
-    memcpy(lane, p, n);
-    lane[n] = '\0';
-    return mapping_lane_parse(lane);
+    for (int l = 0; l < LANE__COUNT; l++)
+        if (mapping_topic(c->map, (enum mapping_lane)l, c->cfg->worker, name,
+                          sizeof(name)) == NS_OK &&
+            strcmp(name, topic) == 0)
+            return l;
+    return -1;
 }
 
 static void write_stats(struct consumer *c, int force);
@@ -974,7 +970,8 @@ static void dead_letter_folded(struct consumer *c, struct item *items,
  * when the loop is idle. Returns NS_OK when it got that far; an error when
  * the worker was asked to stop before.
  */
-static enum ns_err process_batch(struct consumer *c)
+static enum ns_err process_batch(struct consumer *c, char *errstr,
+                                 size_t errstr_size)
 {
     struct item *items = calloc(c->msg_count, sizeof(*items));
     struct change *changes = calloc(c->msg_count, sizeof(*changes));
@@ -982,12 +979,13 @@ static enum ns_err process_batch(struct consumer *c)
     struct apply_stats st;
     size_t nch = 0, raw = 0;
     int64_t t0 = metrics_now_ms(), t1;
-    char errstr[1024];
     enum ns_err err = NS_OK;
 
     c->applying = 1;
     if (!items || !changes) {
         err = NS_ERR_NOMEM;
+        snprintf(errstr, errstr_size, "out of memory for a batch of %zu "
+                 "messages", c->msg_count);
         goto cleanup;
     }
     raw = prepare(c, items, changes);
@@ -995,12 +993,14 @@ static enum ns_err process_batch(struct consumer *c)
     results = calloc(nch ? nch : 1, sizeof(*results));
     if (!results) {
         err = NS_ERR_NOMEM;
+        snprintf(errstr, errstr_size, "out of memory for the results of %zu "
+                 "changes", nch);
         goto cleanup;
     }
     for (int attempt = 0;; attempt++) {
         t1 = metrics_now_ms();
         err = apply_changes(c->nc, c->map, changes, nch, results, &st, errstr,
-                            sizeof(errstr));
+                            errstr_size);
         c->metrics.neo4j_ms_total += (double)(metrics_now_ms() - t1);
         c->metrics.neo4j_transactions += st.transactions;
         if (nch)
@@ -1014,6 +1014,8 @@ static enum ns_err process_batch(struct consumer *c)
             enum ns_err wb_err = writeback_finish(c, 1);
             if (wb_err) {
                 err = wb_err;
+                snprintf(errstr, errstr_size, "could not write the previous "
+                         "batch's sync status: %s", ns_err_str(err));
                 goto cleanup;
             }
         }
@@ -1028,6 +1030,7 @@ static enum ns_err process_batch(struct consumer *c)
         snprintf(what, sizeof(what), "could not commit to Neo4j: %s", errstr);
         if (backoff(c, attempt, what)) {
             err = NS_ERR_NEO4J_TRANSIENT;
+            snprintf(errstr, errstr_size, "%.1100s", what);
             goto cleanup;
         }
     }
@@ -1049,10 +1052,17 @@ static enum ns_err process_batch(struct consumer *c)
         log_msg(LOG_DEBUG, "coalesced %zu changes into %zu", raw, nch);
 
     err = send_dead_letters(c, items);
-    if (!err)
-        err = writeback_start(c, items, changes, results, nch);
-    if (err)
+    if (err) {
+        snprintf(errstr, errstr_size, "could not send the batch's dead "
+                 "letters: %s", ns_err_str(err));
         goto cleanup;
+    }
+    err = writeback_start(c, items, changes, results, nch);
+    if (err) {
+        snprintf(errstr, errstr_size, "could not start the sync status "
+                 "write-back: %s", ns_err_str(err));
+        goto cleanup;
+    }
     c->metrics.batches++;
     metrics_hist_observe(&c->metrics.batch_size, (double)c->msg_count);
     c->metrics.last_batch_ms = (double)(metrics_now_ms() - t0);
@@ -1329,14 +1339,18 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
             prune_markers(c);
             continue;
         }
-        err = process_batch(c);
+        err = process_batch(c, errstr, errstr_size);
         if (c->revoked) {
             batch_rewind(c);
             err = NS_OK;
         }
         drop_batch(c);
         if (err && err != NS_ERR_NEO4J_TRANSIENT && !*c->stop) {
-            snprintf(errstr, errstr_size, "batch failed: %s", ns_err_str(err));
+            char why[1024];
+
+            snprintf(why, sizeof(why), "%s", errstr);
+            snprintf(errstr, errstr_size, "batch failed: %s: %s",
+                     ns_err_str(err), why);
             return err;
         }
         write_stats(c, 0);

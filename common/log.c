@@ -123,6 +123,33 @@ const char *log_key_text(const void *key, size_t len, char *buf,
     return buf;
 }
 
+const char *log_url_text(const char *url, char *buf, size_t size)
+{
+    const char *scheme, *host, *at = NULL, *colon = NULL;
+    size_t auth_len;
+
+    if (!size)
+        return buf;
+    buf[0] = '\0';
+    if (!url)
+        return buf;
+    scheme = strstr(url, "://");
+    host = scheme ? scheme + 3 : url;
+    /* The authority ends at the path, query or fragment; userinfo ends at
+     * its last '@', the password starts after the first ':' in userinfo. */
+    auth_len = strcspn(host, "/?#");
+    for (size_t i = 0; i < auth_len; i++)
+        if (host[i] == '@')
+            at = host + i;
+    if (at)
+        colon = memchr(host, ':', (size_t)(at - host));
+    if (!colon)
+        snprintf(buf, size, "%s", url);
+    else
+        snprintf(buf, size, "%.*s********%s", (int)(colon + 1 - url), url, at);
+    return buf;
+}
+
 void log_event(enum log_level level, const char *topic, int32_t partition,
                int64_t offset, const char *key, const char *fmt, ...)
 {

@@ -43,4 +43,12 @@ void log_event(enum log_level level, const char *topic, int32_t partition,
 const char *log_key_text(const void *key, size_t len, char *buf,
                          size_t size);
 
+/*
+ * A URL as text fit to print: the password of its userinfo, if any, is
+ * replaced by "********" ("http://user:********@host:7474"); everything
+ * else is copied. Written into the caller's buf, cut to fit. Returns buf;
+ * "" when url is NULL. The password never reaches buf, even when cut.
+ */
+const char *log_url_text(const char *url, char *buf, size_t size);
+
 #endif

@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 
 #include "buf.h"
+#include "log.h"
 
 /*
  * Caps on what one request may send and receive. A batch whose body or
@@ -28,6 +29,7 @@ struct neo4j_client {
     CURL *curl;                   /* one easy handle: keeps the connection */
     struct curl_slist *headers;
     char *endpoint;               /* {url}/db/{db}/tx/commit */
+    char *shown;                  /* endpoint fit to log: password masked */
     struct buf req;               /* request body, capped */
     struct buf resp;              /* response body, capped */
     int resp_overflow;            /* the write callback hit the cap */
@@ -89,6 +91,7 @@ enum ns_err neo4j_client_new(const char *url, const char *db,
     enum ns_err err = NS_OK;
     CURLcode rc;
     long connect_ms;
+    size_t shown_size;
     static const char *const headers[] = {
         "Content-Type: application/json",
         "Accept: application/json;charset=UTF-8",
@@ -147,6 +150,14 @@ enum ns_err neo4j_client_new(const char *url, const char *db,
         ns_err_set(errstr, errstr_size, "could not build the Neo4j url");
         goto cleanup;
     }
+    shown_size = strlen(nc->endpoint) + sizeof("********");
+    nc->shown = malloc(shown_size);
+    if (!nc->shown) {
+        err = NS_ERR_NOMEM;
+        ns_err_set(errstr, errstr_size, "out of memory");
+        goto cleanup;
+    }
+    log_url_text(nc->endpoint, nc->shown, shown_size);
 
     connect_ms = timeout_ms < NEO4J_CONNECT_TIMEOUT_MS ?
                  timeout_ms : NEO4J_CONNECT_TIMEOUT_MS;
@@ -213,6 +224,7 @@ void neo4j_client_free(struct neo4j_client *nc)
         curl_easy_cleanup(nc->curl);
     curl_slist_free_all(nc->headers);
     free(nc->endpoint);
+    free(nc->shown);
     buf_free(&nc->req);
     buf_free(&nc->resp);
     free(nc);
@@ -227,7 +239,7 @@ enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
 
     if (strncmp(nc->endpoint, "https://", 8) != 0) {
         ns_err_set(errstr, errstr_size,
-                   "a Neo4j CA file needs an https url, not %s", nc->endpoint);
+                   "a Neo4j CA file needs an https url, not %s", nc->shown);
         return NS_ERR_CONFIG;
     }
     rc = curl_easy_setopt(nc->curl, CURLOPT_CAINFO, ca_file);
@@ -524,7 +536,7 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
         } else {
             err = NS_ERR_NEO4J_TRANSIENT;
             ns_err_set(errstr, errstr_size,
-                          "could not reach Neo4j at %s: %s", nc->endpoint,
+                          "could not reach Neo4j at %s: %s", nc->shown,
                           nc->curl_err[0] ? nc->curl_err :
                           curl_easy_strerror(rc));
         }

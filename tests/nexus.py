@@ -408,18 +408,19 @@ class Proxy:
         self.sock.close()
 
 
-def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=()):
+def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=(), dotted=False):
     """A copy of the mapping whose topics are new scratch topics, created
     here: tests that inject made-up events use them, so no other consumer
     group ever replays those events into the shared graph. Returns
     (mapping path, prefix, cleanup function). configs: topic settings as
-    "name=value" strings, for every topic made here."""
+    "name=value" strings, for every topic made here. dotted: a prefix with
+    a dot in it ("scratch.x...")."""
     import uuid as _uuid
     clients_src = os.path.join(ROOT, "tests", "clients")
     p = subprocess.run(["make", "-s", "-C", clients_src], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     admin = os.path.join(ROOT, "build", "tests", "clients", "kafka_admin")
-    prefix = f"scratch{_uuid.uuid4().hex[:10]}"
+    prefix = f"scratch{'.x' if dotted else ''}{_uuid.uuid4().hex[:10]}"
     text = open(os.path.join(ROOT, "schemas", "mapping.cfg")).read()
     text = text.replace('topic_prefix = "nexus";', f'topic_prefix = "{prefix}";')
     text = text.replace('dlq_topic = "nexus.dlq";', f'dlq_topic = "{prefix}.dlq";')

@@ -261,3 +261,27 @@ def test_source_epochs_and_marker_horizon(tmp_path):
     cfg.write_text(f'mapping = "{MAPPING}";\ntombstones = {{ horizon_s = -1; }};\n')
     p = dump("--config", str(cfg))
     assert p.returncode == 2 and f"{cfg}:2: tombstones.horizon_s must be an integer of at least 0" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("url,shown", [
+    ("http://neo:{pw}@127.0.0.1:7474", "http://neo:********@127.0.0.1:7474"),
+    ("https://neo:{pw}@db.example:7473/base", "https://neo:********@db.example:7473/base"),
+    ("http://a@b:{pw}@127.0.0.1:7474", "http://a@b:********@127.0.0.1:7474"),
+], ids=["http", "https-path", "at-in-user"])
+def test_password_in_the_neo4j_url_is_masked(tmp_path, url, shown):
+    """A password in the userinfo of the Neo4j url is never printed: not by
+    --dump-config, not in the configuration error that quotes the url."""
+    pw = f"S3CRET-{new_id()[:8]}"
+    p = dump(env=clean_env(NEXUS_MAPPING=MAPPING, NEXUS_NEO4J_URL=url.format(pw=pw)))
+    assert p.returncode == 0, p.stderr
+    assert pw not in p.stdout + p.stderr, p.stdout
+    assert f'url = "{shown}";' in p.stdout, p.stdout
+    # the error naming a plain-http url quotes it masked
+    ca = write(tmp_path / "ca.crt", "not read here\n")
+    plain = url.replace("https://", "http://").format(pw=pw)
+    p = subprocess.run([worker()], env=clean_env(NEXUS_MAPPING=MAPPING, NEXUS_NEO4J_URL=plain,
+                                                 NEXUS_NEO4J_CA_FILE=ca),
+                       capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert p.returncode == 2, p.stderr
+    assert pw not in p.stdout + p.stderr, p.stderr
+    assert shown.replace("https://", "http://") in p.stderr, p.stderr

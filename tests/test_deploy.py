@@ -3,23 +3,59 @@ every worker, and the image builds what the workers need."""
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def compose(*args):
+# The secrets the compose file needs, without defaults.
+SECRETS = ("NEO4J_PASSWORD", "WRITER_PASSWORD", "PG_ADMIN_PASSWORD", "CDC_PASSWORD")
+# an empty env file in place of the project's .env (docker-compose wants a file)
+EMPTY_ENV_FILE = tempfile.NamedTemporaryFile(prefix="nexus-empty-", suffix=".env")
+
+
+def compose(*args, secrets=None):
+    """docker-compose on the compose file, with an empty env file (a user's
+    .env cannot leak in) and secrets (default: each set to a test value) as
+    the only password variables of the environment."""
     exe = shutil.which("docker-compose")
     if not exe:
         pytest.fail("docker-compose (Debian package) is missing: tests/run installs it")
-    return subprocess.run([exe, "-f", os.path.join(ROOT, "docker-compose.yml"), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    if secrets is None:
+        secrets = {name: f"test-{name.lower()}" for name in SECRETS}
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    env.update(secrets)
+    return subprocess.run([exe, "-f", os.path.join(ROOT, "docker-compose.yml"),
+                           "--env-file", EMPTY_ENV_FILE.name, *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
 
 
 def test_compose_file_is_valid():
     p = compose("config", "-q")
     assert p.returncode == 0, p.stderr
+
+
+def test_compose_uses_the_secrets_it_is_given():
+    p = compose("config")
+    assert p.returncode == 0, p.stderr
+    for name in SECRETS:
+        assert f"test-{name.lower()}" in p.stdout, name
+    assert "change-me" not in p.stdout
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+def test_compose_refuses_a_missing_secret(missing):
+    """No fallback password: without one secret, compose stops and names it
+    (an empty value counts as missing)."""
+    for value in (None, ""):
+        secrets = {name: f"test-{name.lower()}" for name in SECRETS if name != missing}
+        if value is not None:
+            secrets[missing] = value
+        p = compose("config", "-q", secrets=secrets)
+        assert p.returncode != 0, f"compose accepted a missing {missing}"
+        assert f"set {missing} in .env or the environment" in p.stderr, p.stderr
 
 
 def test_compose_runs_every_worker_of_the_mapping():

@@ -220,3 +220,44 @@ def test_worker_killed_mid_outage_resumes_from_its_committed_offset(nx, project,
             if w.proc and w.proc.poll() is None:
                 w.stop()
         proxy.close()
+
+
+def test_a_failed_batch_says_what_failed_and_why(nx, project, tmp_path):
+    """A batch that can never be applied and is not a Neo4j rejection (here:
+    its statement exceeds the size cap, the tags' name property renamed to
+    300k characters) stops the worker, and its last error line says which table
+    and why, not only the error class ("batch failed: size_limit")."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    huge = "n" + "x" * 300000
+    text = open(mapping).read()
+    tags = 'label = "Tag"; key_column = "id"; key_property = "id"; };'
+    head, tail = text.split(tags)
+    assert tail.count('["name", "name", "text"]') >= 1
+    with open(mapping, "w") as f:
+        f.write(head + tags + tail.replace('["name", "name", "text"]', f'["name", "{huge}", "text"]', 1))
+    ids = new_tags(nx, project, 1, f"huge-{uuid.uuid4().hex[:8]}")
+
+    def find():
+        for m in nx.consume_all("nexus.normal.tag"):
+            if m.get("payload") and f'"id":"{ids[0]}"' in m["payload"]:
+                return m["key"], m["payload"]
+        return None
+    key, value = wait_until(find, 120, what="the tag's real event")
+    try:
+        nx.kcat("-P", "-t", f"{prefix}.normal.tag", "-k", key, input=value)
+        w = Worker(nx, "tag", str(tmp_path / "w"), f"huge-{uuid.uuid4().hex[:8]}",
+                   NEXUS_MAPPING=mapping, NEXUS_BATCH_MS=20)
+        w.start()
+        try:
+            rc = w.proc.wait(timeout=120)
+        finally:
+            w.stop()
+        assert rc != 0
+        # the worker's last error line (leaving the group logs after it)
+        errors = [line for line in w.log_text().splitlines() if " error: " in line]
+        assert errors, w.log_text()[-3000:]
+        last = errors[-1][:1000]
+        assert "batch failed: size_limit" in last, last
+        assert "table tags" in last and "exceeds" in last, last
+    finally:
+        cleanup()

@@ -488,3 +488,29 @@ scrape_configs:
             prom.kill()
             prom.wait()
         log.close()
+
+
+def test_lanes_are_counted_with_a_dotted_topic_prefix(nx, tmp_path):
+    """topic_prefix "scratch.x…" (a dot in it): events of the normal lane
+    count on the normal lane, not on the low one, and the worker still finds
+    its lane of each topic (priority, lag). Made-up events that are not
+    JSON: each is consumed once and dead-lettered."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag", dotted=True)
+    assert "." in prefix
+    n = 5
+    try:
+        for i in range(n):
+            nx.kcat("-P", "-t", f"{prefix}.normal.tag", "-k", f"dotted-{i}", input=f"not json {i}")
+        w = Worker(nx, "tag", str(tmp_path / "w"), f"dotted-{uuid.uuid4().hex[:8]}",
+                   NEXUS_MAPPING=mapping, NEXUS_BATCH_MS=20)
+        try:
+            w.start()
+            wait_until(lambda: w.total("consumed") == n, 120, what=f"{n} events consumed")
+            lanes = w.stats()["lanes"]
+            assert lanes["normal"]["consumed"] == n, lanes
+            assert lanes["normal"]["dlq"] == n, lanes
+            assert all(v["consumed"] == 0 for k, v in lanes.items() if k != "normal"), lanes
+        finally:
+            w.stop()
+    finally:
+        cleanup()
