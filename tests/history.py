@@ -9,7 +9,8 @@ item to another project, a message to another thread, ...) and key moves
 (an UPDATE of a primary key, which Debezium emits as a delete of the old key
 and a create of the new one). A small model of the rows keeps every
 statement valid under the foreign keys, so the whole history runs without
-an error. The same seed gives the same history (fresh ids included).
+an error. The same seed gives the same history; its keys are fresh uuids
+per run (salted by run_tag), so a seed can be rerun on the same stack.
 
 diverge(nx, tenant, ids) compares, for every captured table, the tenant's
 rows in PostgreSQL with the graph elements whose keys the history used:
@@ -20,12 +21,14 @@ the temporal INCLUDES, the current version of each pair (exactly one).
 Standard library only."""
 import json
 import random
+import re
 import uuid
 
 from converge import TENANT_SCOPE, captured_tables
 
 # value types compared property by property (after the normalisation below)
-COMPARED = {"text", "enum", "uuid", "int", "bool", "float", "numeric", "text_array", "date"}
+COMPARED = {"text", "enum", "uuid", "int", "bool", "float", "numeric", "text_array", "date", "timestamptz",
+            "timestamp", "json"}
 
 
 def q(v):
@@ -46,12 +49,17 @@ class History:
 
     def __init__(self, seed, ops=120, run_tag=None):
         self.rng = random.Random(seed)
+        # the keys come from their own generator, salted per run: a rerun of
+        # a seed makes the same history with fresh keys (choices follow the
+        # model's insertion order, never the key values)
+        self.keys = random.Random(f"{seed}/{run_tag or uuid.uuid4().hex}")
         self.seed = seed
         self.tag = run_tag or f"{seed:x}"
         self.ids = set()
         self.statements = []
         self.counter = 0
         self.counts = {}
+        self.tables = {}
         # the model: table -> {key: row dict}
         self.rows = {t: {} for t in TENANT_SCOPE}
         self.dead = {t: [] for t in TENANT_SCOPE}  # deleted keys, for re-inserts
@@ -62,7 +70,7 @@ class History:
 
     # --- helpers ------------------------------------------------------------
     def uid(self):
-        u = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        u = str(uuid.UUID(int=self.keys.getrandbits(128), version=4))
         self.ids.add(u)
         return u
 
@@ -72,11 +80,14 @@ class History:
 
     def emit(self, kind, sql):
         self.counts[kind] = self.counts.get(kind, 0) + 1
+        words = sql.split()
+        table = kind if kind == "sentinel" else words[2] if words[0] in ("INSERT", "DELETE") else words[1]
+        self.tables[table] = self.tables.get(table, 0) + 1
         self.statements.append(sql.strip().rstrip(";") + ";\n")
 
     def pick(self, table, cond=None):
         keys = [k for k, r in self.rows[table].items() if cond is None or cond(k, r)]
-        return self.rng.choice(sorted(keys)) if keys else None
+        return self.rng.choice(keys) if keys else None
 
     def insert(self, table, row):
         cols = list(row)
@@ -112,7 +123,8 @@ class History:
 
     def revive(self, table, chance=0.4):
         """A deleted key of the table to insert again (sometimes), or a new one."""
-        dead = sorted({d[KEYCOL.get(table, "id")] for d in self.dead[table]} - set(self.rows[table]))
+        dead = list(dict.fromkeys(d[KEYCOL.get(table, "id")] for d in self.dead[table]
+                                  if d[KEYCOL.get(table, "id")] not in self.rows[table]))
         if dead and self.rng.random() < chance:
             return self.rng.choice(dead)
         return self.uid()
@@ -141,6 +153,31 @@ class History:
             self.op_tag_insert()
         for _ in range(3):
             self.op_message_insert()
+        # a row in every captured table from the start
+        for table in ("text_content", "code_content"):
+            while table not in [t for t in self.rows if self.rows[t]]:
+                self.op_body(table)
+        self.op_chunk()
+        for table, (a_table, b_table, props) in self._link_kinds().items():
+            for _ in range(2):
+                while self._link(table, a_table, b_table, props, same=a_table == b_table, insert=True) is False:
+                    pass
+
+    def _link_kinds(self):
+        return {
+            "project_memberships": ("projects", "users", lambda: {"role": self.rng.choice(ROLES)}),
+            "thread_relationships": ("threads", "threads",
+                                     lambda: {"relationship_type": self.rng.choice(["branch", "fork", "ref"])}),
+            "thread_content": ("threads", "content_items",
+                               lambda: {"position": self.rng.randrange(50),
+                                        "relevance_score": round(self.rng.random(), 4)}),
+            "content_tags": ("content_items", "tags",
+                             lambda: {"created_at": f"2026-01-{self.rng.randrange(1, 28):02d} 10:00:00+00"}),
+            "message_relationships": ("messages", "messages",
+                                      lambda: {"relationship_type": self.rng.choice(["reply", "quote"])}),
+            "message_context_items": ("messages", "content_items",
+                                      lambda: {"relevance_score": round(self.rng.random(), 4)}),
+        }
 
     def _step(self):
         ops = [(w, getattr(self, "op_" + name)) for name, w in WEIGHTS]
@@ -169,7 +206,9 @@ class History:
     def op_user_insert(self):
         uid = self.revive("users")
         self.add("users", {"id": uid, "tenant_id": self.tenant, "email": f"u{self.n()}@x.org",
-                           "display_name": f"User {self.n()}", "role": self.rng.choice(ROLES)})
+                           "display_name": f"User {self.n()}", "role": self.rng.choice(ROLES),
+                           "last_login_at": self.rng.choice([None, f"2026-0{self.rng.randrange(1, 9)}-11 "
+                                                                   f"12:{self.rng.randrange(60):02d}:05.25"])})
 
     def op_user_update(self):
         k = self.pick("users")
@@ -191,7 +230,8 @@ class History:
 
     def op_project_update(self):
         k = self.pick("projects")
-        self.emit("update", f"UPDATE projects SET budget = {round(self.rng.uniform(0, 1e5), 2)}, "
+        self.emit("update", f"UPDATE projects SET budget = {round(self.rng.uniform(0, 1e5), 2)}, start_date = "
+                            f"{q(self.rng.choice([None, '2026-03-0' + str(self.rng.randrange(1, 10))]))}, "
                             f"status = {q(self.rng.choice(['active', 'paused', 'done']))} WHERE id = {q(k)}")
 
     def op_project_move(self):
@@ -239,7 +279,8 @@ class History:
         k = self.pick("content_items")
         if not k:
             return False
-        self.emit("update", f"UPDATE content_items SET title = {q('i' + str(self.n()))}, token_count = "
+        self.emit("update", f"UPDATE content_items SET title = {q('i' + str(self.n()))}, metadata = "
+                            f"{q(json.dumps({'n': self.n(), 'tags': ['a', 'b'][:self.rng.randrange(3)]}))}, token_count = "
                             f"{self.rng.randrange(1000)}, description = {q(self.rng.choice([None, 'x', 'y']))} "
                             f"WHERE id = {q(k)}")
 
@@ -270,9 +311,9 @@ class History:
         self.rows["content_items"][new] = row
         self.emit("key_move", f"UPDATE content_items SET id = {q(new)} WHERE id = {q(k)}")
 
-    def op_body(self):
+    def op_body(self, table=None):
         """text_content or code_content of an item: insert, update or delete."""
-        table = self.rng.choice(["text_content", "code_content"])
+        table = table or self.rng.choice(["text_content", "code_content"])
         other = "code_content" if table == "text_content" else "text_content"
         k = self.pick("content_items")
         if not k or k in self.rows[other]:
@@ -388,11 +429,11 @@ class History:
             self.emit("delete", f"DELETE FROM messages WHERE id = {q(k)}")
 
     # link tables: insert (or re-insert), update, delete, key move
-    def _link(self, table, a_table, b_table, props, same=False):
+    def _link(self, table, a_table, b_table, props, same=False, insert=False):
         a, b = LINKS[table]
         r = self.rng.random()
         k = self.pick(table)
-        if k is None or r < 0.4:
+        if k is None or insert or r < 0.4:
             dead = [d for d in self.dead[table] if (d[a], d[b]) not in self.rows[table]
                     and d[a] in self.rows[a_table] and d[b] in self.rows[b_table]]
             if dead and self.rng.random() < 0.5:
@@ -422,32 +463,31 @@ class History:
             self.forget(table, k)
             self.emit("delete", f"DELETE FROM {table} WHERE {self._where(table, k)}")
 
+    def _link_op(self, table):
+        a_table, b_table, props = self._link_kinds()[table]
+        return self._link(table, a_table, b_table, props, same=a_table == b_table)
+
     def op_membership(self):
-        return self._link("project_memberships", "projects", "users", lambda: {"role": self.rng.choice(ROLES)})
+        return self._link_op("project_memberships")
 
     def op_thread_rel(self):
-        return self._link("thread_relationships", "threads", "threads",
-                          lambda: {"relationship_type": self.rng.choice(["branch", "fork", "ref"])}, same=True)
+        return self._link_op("thread_relationships")
 
     def op_thread_content(self):
-        return self._link("thread_content", "threads", "content_items",
-                          lambda: {"position": self.rng.randrange(50),
-                                   "relevance_score": round(self.rng.random(), 4)})
+        return self._link_op("thread_content")
 
     def op_content_tag(self):
-        return self._link("content_tags", "content_items", "tags",
-                          lambda: {"created_at": f"2026-01-{self.rng.randrange(1, 28):02d} 10:00:00+00"})
+        return self._link_op("content_tags")
 
     def op_message_rel(self):
-        return self._link("message_relationships", "messages", "messages",
-                          lambda: {"relationship_type": self.rng.choice(["reply", "quote"])}, same=True)
+        return self._link_op("message_relationships")
 
     def op_context_item(self):
-        return self._link("message_context_items", "messages", "content_items",
-                          lambda: {"relevance_score": round(self.rng.random(), 4)})
+        return self._link_op("message_context_items")
 
     def op_tenant_update(self):
-        self.emit("update", f"UPDATE tenants SET plan = {q(self.rng.choice(['free', 'pro', 'team']))} "
+        self.emit("update", f"UPDATE tenants SET plan = {q(self.rng.choice(['free', 'pro', 'team']))}, settings = "
+                            f"{q(json.dumps({'v': self.n(), 'flag': self.rng.random() < 0.5}))} "
                             f"WHERE id = {q(self.tenant)}")
 
 
@@ -502,11 +542,29 @@ def _norm(v, typ):
         return None
     if typ in ("float", "numeric"):
         return round(float(v), 6)
+    if typ in ("timestamptz", "timestamp"):
+        return _instant(str(v))
     if typ in ("uuid", "text", "enum", "date"):
         return str(v)
     if typ == "text_array":
         return list(v)
+    if typ == "json":
+        return json.loads(v) if isinstance(v, str) else v
     return v
+
+
+_ISO = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d):(\d\d)(?::(\d\d)(?:\.(\d+))?)?(Z|[+-]\d\d:?\d\d)?$")
+
+
+def _instant(text):
+    """An ISO 8601 date-time as one canonical string: Neo4j's HTTP API
+    prints temporal values in their shortest form (10:00Z, .250), the
+    PostgreSQL side prints every microsecond."""
+    m = _ISO.match(text)
+    if not m:
+        return text
+    day, hh, mm, ss, frac, zone = m.groups()
+    return f"{day}T{hh}:{mm}:{ss or '00'}.{(frac or '').ljust(6, '0')[:6]}{'Z' if zone in ('Z', '+00:00', '+0000') else zone or ''}"
 
 
 def _pg_expr(col, typ):
@@ -514,6 +572,13 @@ def _pg_expr(col, typ):
         return f"{col}::text"
     if typ == "date":
         return f"to_char({col}, 'YYYY-MM-DD')"
+    # as the workers write them (common/convert.c): ISO 8601, microseconds
+    if typ == "timestamptz":
+        return f"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    if typ == "timestamp":
+        return f"to_char({col}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+    if typ == "json":
+        return f"{col}::text"
     return col
 
 

@@ -252,6 +252,8 @@ def run_history(nx, topics, group_a, seed, workdir, state):
     tag = f"{seed:x}-{uuid.uuid4().hex[:6]}"
     hist = History(seed, ops=OPS, run_tag=tag)
     fig = {"seed": seed, "statements": len(hist.statements), "ops": hist.counts, "ids": len(hist.ids)}
+    # by construction (History._setup), every captured table has statements
+    assert {t["table"] for t in captured_tables()} <= set(hist.tables), hist.tables
     t0 = time.time()
     start = topics.ends()
     if not state.get("a_started"):
