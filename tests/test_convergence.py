@@ -34,8 +34,8 @@ choice comes from the history's seed; a failure names it and how to rerun:
         python3 -m pytest tests/test_convergence.py
 
 Settings: NEXUS_CONVERGE_SEED (first history's seed; random by default,
-history i uses seed + i), NEXUS_CONVERGE_HISTORIES (default 1; `make soak`
-runs 50), NEXUS_CONVERGE_OPS (operations per history, default 100),
+history i uses seed + i), NEXUS_CONVERGE_HISTORIES (default 2; `make soak`
+runs 50), NEXUS_CONVERGE_OPS (operations per history, default 80),
 NEXUS_CONVERGE_KILLS (kills in the rebuild, default 2). Figures go to
 build/convergence-figures.jsonl, one line per history, and a summary line
 is printed (histories, events, time, failures).
@@ -54,8 +54,8 @@ from nexus import ROOT, run_tool, track, wait_until
 from test_chaos import ChaosWorker
 
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
-HISTORIES = int(os.environ.get("NEXUS_CONVERGE_HISTORIES", "1"))
-OPS = int(os.environ.get("NEXUS_CONVERGE_OPS", "100"))
+HISTORIES = int(os.environ.get("NEXUS_CONVERGE_HISTORIES", "2"))
+OPS = int(os.environ.get("NEXUS_CONVERGE_OPS", "80"))
 KILLS = int(os.environ.get("NEXUS_CONVERGE_KILLS", "2"))
 SEED = int(os.environ.get("NEXUS_CONVERGE_SEED") or random.randrange(1, 1 << 31))
 FIGURES = os.environ.get("NEXUS_CONVERGE_FIGURES") or os.path.join(ROOT, "build", "convergence-figures.jsonl")
@@ -297,7 +297,7 @@ def run_history(nx, topics, group_a, seed, workdir, state):
         c.start()
         kills = []
         for _ in range(KILLS):
-            time.sleep(rng.uniform(0.2, 3.0))  # a random moment, not a wait
+            time.sleep(rng.uniform(0.5, 4.0))  # a random moment, not a wait
             g, name = rng.choice([b, c]), rng.choice(WORKERS)
             g.kill(name)
             g.start(name)
