@@ -509,7 +509,7 @@ static enum ns_err read_batches(const struct mapping *map, const char *path,
             err = NS_ERR_SCHEMA;
             goto cleanup;
         }
-        err = change_from_event(map, tbl, ev, bt->messages - 1,
+        err = change_from_event(map, tbl, ev, 0, bt->messages - 1,
                                 &bt->changes[bt->count], &res, why,
                                 sizeof(why));
         event_free(ev);

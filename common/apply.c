@@ -158,15 +158,32 @@ static const char *row_str(const cJSON *row, int i)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* Mark a group's changes from its statement result: returned rows were
- * applied (with their element id), missing ones kept out by the guards. */
+/* A change the stale guard kept out although its pg_version is newer than
+ * the element's: the source's positions went backwards (a restore, a new
+ * cluster) and source.epoch was not raised, or a stale redelivery after a
+ * re-insert. One line per statement, with the first such key. */
+static void warn_newer_version_skipped(const struct group *g, size_t count,
+                                       const char *key, double v, double gv)
+{
+    log_msg(LOG_WARN, "skipped %zu change(s) of %s older at the source than "
+            "the graph although their pg_version is newer (e.g. key %s: "
+            "version %.0f, graph %.0f); if the source's LSNs restarted, raise "
+            "source.epoch", count, g->tbl->table, key, v, gv);
+}
+
+/* Mark a group's changes from its statement result: rows returned with an
+ * element id were applied; rows returned without one, or not returned,
+ * were kept out by the guards (stale, deleted). */
 static void record_group(const struct group *g, const struct change *changes,
                          const cJSON *result, struct apply_result *results)
 {
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(result, "data");
     const cJSON *rec;
     int is_node = g->tbl->kind == MAPPING_NODE;
-    size_t next = 0;
+    int eid_col = is_node ? 2 : 3;
+    size_t next = 0, newer_skipped = 0;
+    char first_key[160] = "";
+    double first_v = 0, first_gv = 0;
 
     for (size_t m = 0; m < g->count; m++)
         results[g->members[m]].status =
@@ -177,8 +194,20 @@ static void record_group(const struct group *g, const struct change *changes,
         const cJSON *row = cJSON_GetObjectItemCaseSensitive(rec, "row");
         const char *k1 = row_str(row, 0);
         const char *k2 = is_node ? NULL : row_str(row, 1);
-        const char *eid = row_str(row, is_node ? 2 : 3);
+        const char *eid = row_str(row, eid_col);
+        const cJSON *v = cJSON_GetArrayItem(row, eid_col - 1);
+        const cJSON *gv = cJSON_GetArrayItem(row, eid_col + 1);
 
+        if (!eid) {
+            if (cJSON_IsNumber(v) && cJSON_IsNumber(gv) &&
+                v->valuedouble > gv->valuedouble && newer_skipped++ == 0) {
+                snprintf(first_key, sizeof(first_key), "%s%s%s", k1 ? k1 : "",
+                         k2 ? "/" : "", k2 ? k2 : "");
+                first_v = v->valuedouble;
+                first_gv = gv->valuedouble;
+            }
+            continue;
+        }
         /* Results come back in row order, so the search starts after the
          * previous match and normally succeeds at once. */
         for (size_t step = 0; k1 && step < g->count; step++) {
@@ -193,11 +222,14 @@ static void record_group(const struct group *g, const struct change *changes,
                 continue;
             results[g->members[m]].status = APPLY_APPLIED;
             snprintf(results[g->members[m]].element_id,
-                     sizeof(results[0].element_id), "%s", eid ? eid : "");
+                     sizeof(results[0].element_id), "%s", eid);
             next = m + 1;
             break;
         }
     }
+    if (newer_skipped)
+        warn_newer_version_skipped(g, newer_skipped, first_key, first_v,
+                                   first_gv);
 }
 
 /* One transaction over the changes idx[0..n). */
@@ -292,6 +324,29 @@ enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
         } else if (err) {
             snprintf(errstr, errstr_size, "%s", why);
             goto cleanup;
+        }
+    }
+    /* Every change of the batch (n > 1 here) rejected with the same code:
+     * no set of events is that uniformly bad, the cause is the server or
+     * the statements' shape (a schema or version change). Dead-lettering
+     * would drop the whole batch; nothing was committed, so retry it. */
+    {
+        /* the code is the reason up to its first ": " */
+        const char *end = strstr(results[0].reason, ": ");
+        size_t len = end ? (size_t)(end - results[0].reason) : 0;
+        size_t same = 0;
+
+        while (len && strncmp(results[0].reason, "Neo.", 4) == 0 &&
+               same < n && results[same].status == APPLY_FAILED &&
+               strncmp(results[same].reason, results[0].reason,
+                       len + 2) == 0)
+            same++;
+        if (same == n) {
+            snprintf(errstr, errstr_size, "all %zu changes rejected alike, "
+                     "retrying the batch: %.400s", n, results[0].reason);
+            for (size_t i = 0; i < n; i++)
+                memset(&results[i], 0, sizeof(results[i]));
+            err = NS_ERR_NEO4J_TRANSIENT;
         }
     }
 

@@ -38,8 +38,10 @@ struct apply_stats {
 /*
  * Apply n changes; results[i] receives the outcome of changes[i].
  * NS_OK when every change has a final status. NS_ERR_NEO4J_TRANSIENT when
- * Neo4j could not be reached or asked for a retry: results are then
- * meaningless, retry the whole call later (it is idempotent).
+ * Neo4j could not be reached or asked for a retry, or when it rejected each
+ * of n > 1 changes, applied one by one, with the same code (the cause is
+ * the environment, not n bad events): results are then meaningless, retry
+ * the whole call later (it is idempotent).
  */
 enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
                           const struct change *changes, size_t n,

@@ -103,8 +103,8 @@ static enum ns_err add_number(cJSON *obj, const char *name, double v)
 
 enum ns_err change_from_event(const struct mapping *map,
                               const struct mapping_table *tbl,
-                              const struct event *ev, size_t msg_index,
-                              struct change *out, enum change_result *result,
+                              const struct event *ev, int64_t epoch,
+                              size_t msg_index, struct change *out, enum change_result *result,
                               char *errstr, size_t errstr_size)
 {
     const cJSON *img;
@@ -134,6 +134,7 @@ enum ns_err change_from_event(const struct mapping *map,
     ch.action = ev->op == EVENT_OP_DELETE ? CHANGE_DELETE : CHANGE_UPSERT;
     ch.msg_index = msg_index;
     ch.lsn = ev->lsn;
+    ch.epoch = epoch;
     /* A read of an incremental snapshot carries no source.lsn. Its row is
      * at least as new as the stream position when its chunk was sent
      * (source.sequence[1]): changes in the snapshot window replaced their
@@ -181,7 +182,9 @@ enum ns_err change_from_event(const struct mapping *map,
         }
         snprintf(ch.key, sizeof(ch.key), "%s|%s|%s", tbl->table, a, b);
     }
-    err = add_number(row, "lsn", (double)ch.lsn);
+    err = add_number(row, "ep", (double)ch.epoch);
+    if (!err)
+        err = add_number(row, "lsn", (double)ch.lsn);
     if (!err)
         err = add_number(row, "ts", (double)(ev->ts_ms >= 0 ? ev->ts_ms : 0));
     if (!err && ch.version >= 0)
@@ -294,6 +297,18 @@ static int change_same_identity(const struct change *a, const struct change *b)
     return a->tbl == b->tbl && strcmp(a->key, b->key) == 0;
 }
 
+/* Order of two changes at the source: epoch, then lsn, then pg_version. */
+static int change_position_cmp(const struct change *a, const struct change *b)
+{
+    if (a->epoch != b->epoch)
+        return a->epoch < b->epoch ? -1 : 1;
+    if (a->lsn != b->lsn)
+        return a->lsn < b->lsn ? -1 : 1;
+    if (a->version != b->version)
+        return a->version < b->version ? -1 : 1;
+    return 0;
+}
+
 /* Fold changes[i] into the merged change of the same row at j: the newer
  * one wins, TOASTed properties are carried over, the older one is dropped
  * (marked by a NULL table until compaction). */
@@ -303,9 +318,7 @@ static void fold_into_newer(struct change *changes, size_t older, size_t newer)
      * arrives later but is older at the source (the same key in another
      * partition: a redelivery, a re-keyed topic) must not win: the newer
      * one moves to the later slot. Equal positions keep arrival order. */
-    if (changes[newer].lsn < changes[older].lsn ||
-        (changes[newer].lsn == changes[older].lsn &&
-         changes[newer].version < changes[older].version)) {
+    if (change_position_cmp(&changes[newer], &changes[older]) < 0) {
         struct change swap = changes[newer];
 
         changes[newer] = changes[older];
@@ -320,8 +333,7 @@ static void fold_into_newer(struct change *changes, size_t older, size_t newer)
 
 static int change_is_redelivery(const struct change *a, const struct change *b)
 {
-    return a->lsn == b->lsn && a->version == b->version &&
-           a->action == b->action;
+    return change_position_cmp(a, b) == 0 && a->action == b->action;
 }
 
 /*

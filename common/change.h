@@ -3,12 +3,14 @@
  *
  * A change knows its table, its action (upsert or delete), its key and a
  * cJSON row laid out for the statements of cypher.h:
- *   node upsert   {k, lsn, v, ts, p: {property: value...}, par: [key...]}
- *   node delete   {k, lsn, v, ts}
- *   link upsert   {a, b, lsn, v, ts, p: {...}}
- *   link delete   {a, b, lsn, v, ts}
- * k/a/b are key values, lsn the source position (the stale-event guard), v
- * the row's pg_version, ts the commit time in epoch milliseconds. A column
+ *   node upsert   {k, ep, lsn, v, ts, p: {property: value...}, par: [key...]}
+ *   node delete   {k, ep, lsn, v, ts}
+ *   link upsert   {a, b, ep, lsn, v, ts, p: {...}}
+ *   link delete   {a, b, ep, lsn, v, ts}
+ * k/a/b are key values; (ep, lsn) the source position that the guards
+ * compare, ep the configured source epoch (raised when the source's LSNs
+ * restart, so positions stay ordered); v the row's pg_version, ts the
+ * commit time in epoch milliseconds. A column
  * that arrived as Debezium's unavailable-TOAST placeholder is left out of
  * p, and the change's shape (bit i = property i present) says so, so the
  * statement for that shape never overwrites it.
@@ -39,6 +41,7 @@ struct change {
     char key[CHANGE_KEY_MAX];    /* "table|key1|key2": coalescing identity */
     char key_values[2][64];      /* key column values, tbl->key_columns order */
     int64_t version;             /* pg_version of the row, -1 when absent */
+    int64_t epoch;               /* source epoch: compared before lsn */
     int64_t lsn;
     size_t msg_index;            /* the Kafka message it came from */
     unsigned round;              /* 0, or for a versioned link the number of
@@ -53,7 +56,8 @@ enum change_result {
 };
 
 /*
- * Build the change for ev, whose table is tbl (a node or link table).
+ * Build the change for ev, whose table is tbl (a node or link table), at
+ * source epoch epoch (config source.epoch).
  * On NS_OK *result says whether out was filled; out->row is then owned by
  * the caller (change_clear). NS_ERR_SCHEMA when the event does not fit the
  * mapping (missing or malformed key, a value of the wrong type, truncate),
@@ -61,8 +65,8 @@ enum change_result {
  */
 enum ns_err change_from_event(const struct mapping *map,
                               const struct mapping_table *tbl,
-                              const struct event *ev, size_t msg_index,
-                              struct change *out, enum change_result *result,
+                              const struct event *ev, int64_t epoch,
+                              size_t msg_index, struct change *out, enum change_result *result,
                               char *errstr, size_t errstr_size);
 
 /* Release the row; the change may be reused. */
@@ -70,7 +74,8 @@ void change_clear(struct change *ch);
 
 /*
  * Coalesce changes in place, keeping arrival order: several changes to one
- * key become one, the latest; when the latest is an upsert that left a
+ * key become one, the newest at the source by (epoch, lsn, pg_version);
+ * when the latest is an upsert that left a
  * TOASTed property out, the value from an earlier upsert of the same row
  * is carried over. Dropped changes are cleared. Returns the new count.
  * The msg_index of a merged change is that of the latest.

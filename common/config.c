@@ -16,6 +16,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "convert.h"
 #include "log.h"
 
 static int copy_str(char *dst, size_t size, const char *src)
@@ -157,8 +158,8 @@ static enum ns_err parse_lanes(struct config *cfg, const char *list,
     return NS_OK;
 }
 
-static int env_int(const char *name, int *out, char *errstr,
-                   size_t errstr_size)
+static int env_int_min(const char *name, int *out, int min, char *errstr,
+                       size_t errstr_size)
 {
     const char *v = getenv(name);
     char *end;
@@ -167,13 +168,19 @@ static int env_int(const char *name, int *out, char *errstr,
     if (!v || !*v)
         return 0;
     n = strtol(v, &end, 10);
-    if (*end || n <= 0 || n > 100000000) {
-        snprintf(errstr, errstr_size, "%s: \"%s\" is not a positive integer",
-                 name, v);
+    if (end == v || *end || n < min || n > 100000000) {
+        snprintf(errstr, errstr_size, "%s: \"%s\" is not an integer from %d "
+                 "to 100000000", name, v, min);
         return -1;
     }
     *out = (int)n;
     return 0;
+}
+
+static int env_int(const char *name, int *out, char *errstr,
+                   size_t errstr_size)
+{
+    return env_int_min(name, out, 1, errstr, errstr_size);
 }
 
 /* librdkafka judges a property now, on a scratch configuration, so that
@@ -416,6 +423,68 @@ static enum ns_err config_check_tls(const struct config *cfg, char *errstr,
     return NS_OK;
 }
 
+/* A comma list of times (convert_time_parse), ascending: the instants at
+ * which the source's positions restarted. */
+static enum ns_err parse_epochs(struct config *cfg, const char *list,
+                                const char *where, char *errstr,
+                                size_t errstr_size)
+{
+    char buf[CONFIG_MAX_EPOCHS * 40], *save = NULL, *tok;
+
+    cfg->source_epoch_count = 0;
+    if (!copy_str(buf, sizeof(buf), list)) {
+        snprintf(errstr, errstr_size, "%s: too many source epochs", where);
+        return NS_ERR_CONFIG;
+    }
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int64_t ms;
+
+        while (*tok == ' ')
+            tok++;
+        if (!*tok)
+            continue;
+        if (cfg->source_epoch_count == CONFIG_MAX_EPOCHS ||
+            convert_time_parse(tok, &ms) ||
+            (cfg->source_epoch_count &&
+             ms <= cfg->source_epochs_ms[cfg->source_epoch_count - 1])) {
+            snprintf(errstr, errstr_size, "%s: \"%s\" is not a time after the "
+                     "previous epoch (at most %d; ISO-8601 or epoch ms)",
+                     where, tok, CONFIG_MAX_EPOCHS);
+            return NS_ERR_CONFIG;
+        }
+        cfg->source_epochs_ms[cfg->source_epoch_count++] = ms;
+    }
+    return NS_OK;
+}
+
+int64_t config_source_epoch(const struct config *cfg, int64_t ts_ms)
+{
+    int64_t epoch = 0;
+
+    for (size_t i = 0; i < cfg->source_epoch_count; i++)
+        epoch += ts_ms >= cfg->source_epochs_ms[i];
+    return epoch;
+}
+
+/* An optional integer setting of at least min: path:line on error. */
+static enum ns_err file_int_min(config_t *lc, const char *path,
+                                const char *name, int min, int *out,
+                                char *errstr, size_t errstr_size)
+{
+    config_setting_t *s = config_lookup(lc, name);
+
+    if (!s)
+        return NS_OK;
+    if (config_setting_type(s) != CONFIG_TYPE_INT ||
+        config_setting_get_int(s) < min) {
+        snprintf(errstr, errstr_size, "%s:%d: %s must be an integer of at "
+                 "least %d", path, config_setting_source_line(s), name, min);
+        return NS_ERR_CONFIG;
+    }
+    *out = config_setting_get_int(s);
+    return NS_OK;
+}
+
 static enum ns_err load_file(struct config *cfg, const char *path,
                              char *errstr, size_t errstr_size)
 {
@@ -468,6 +537,35 @@ static enum ns_err load_file(struct config *cfg, const char *path,
         cfg->retry_initial_ms = n;
     if (config_lookup_int(&lc, "retry.max_ms", &n))
         cfg->retry_max_ms = n;
+    s = config_lookup(&lc, "source.epochs");
+    if (s) {
+        char list[CONFIG_MAX_EPOCHS * 40] = "", where[600];
+        for (int i = 0; i < config_setting_length(s); i++) {
+            const char *e = config_setting_get_string_elem(s, i);
+            if (!e || strlen(list) + strlen(e) + 2 > sizeof(list)) {
+                snprintf(errstr, errstr_size, "%s:%d: source.epochs must be "
+                         "at most %d time strings", path,
+                         config_setting_source_line(s), CONFIG_MAX_EPOCHS);
+                err = NS_ERR_CONFIG;
+                goto cleanup;
+            }
+            strcat(list, e);
+            strcat(list, ",");
+        }
+        snprintf(where, sizeof(where), "%s:%d", path,
+                 config_setting_source_line(s));
+        err = parse_epochs(cfg, list, where, errstr, errstr_size);
+        if (err)
+            goto cleanup;
+    }
+    err = file_int_min(&lc, path, "tombstones.horizon_s", 0,
+                           &cfg->tombstone_horizon_s, errstr, errstr_size);
+    if (!err)
+        err = file_int_min(&lc, path, "tombstones.prune_every_s", 1,
+                           &cfg->tombstone_prune_every_s, errstr,
+                           errstr_size);
+    if (err)
+        goto cleanup;
     if (config_lookup_string(&lc, "log.level", &str)) {
         cfg->log_level = log_level_parse(str);
         if (cfg->log_level < 0) {
@@ -566,8 +664,19 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
                 errstr_size) ||
         env_int("NEXUS_BATCH_MS", &cfg->batch_max_ms, errstr, errstr_size) ||
         env_int("NEXUS_RETRY_MAX_MS", &cfg->retry_max_ms, errstr,
-                errstr_size))
+                errstr_size) ||
+        env_int_min("NEXUS_TOMBSTONE_HORIZON_S", &cfg->tombstone_horizon_s, 0,
+                    errstr, errstr_size) ||
+        env_int("NEXUS_TOMBSTONE_PRUNE_EVERY_S",
+                &cfg->tombstone_prune_every_s, errstr, errstr_size))
         return NS_ERR_CONFIG;
+    v = env_value("NEXUS_SOURCE_EPOCHS");
+    if (v) {
+        err = parse_epochs(cfg, v, "NEXUS_SOURCE_EPOCHS", errstr,
+                           errstr_size);
+        if (err)
+            return err;
+    }
     v = env_value("NEXUS_LOG_LEVEL");
     if (v) {
         cfg->log_level = log_level_parse(v);
@@ -652,6 +761,10 @@ enum ns_err config_load(struct config *cfg, const char *path,
     cfg->batch_max_ms = 50;
     cfg->retry_initial_ms = 200;
     cfg->retry_max_ms = 30000;
+    /* a week: the lane topics' retention, so no event older than a
+     * marker can still be read when the marker goes */
+    cfg->tombstone_horizon_s = 7 * 24 * 3600;
+    cfg->tombstone_prune_every_s = 600;
     cfg->log_level = LOG_INFO;
     copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url), "http://127.0.0.1:7474");
     copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), "neo4j");
@@ -778,6 +891,12 @@ void config_dump(const struct config *cfg, FILE *f)
             cfg->pg_sslrootcert);
     fprintf(f, "metrics = { port = %d; bind = \"%s\"; };\n", cfg->metrics_port,
             cfg->metrics_bind);
+    fputs("source = { epochs = [", f);
+    for (size_t i = 0; i < cfg->source_epoch_count; i++)
+        fprintf(f, "%s\"%lld\"", i ? ", " : "",
+                (long long)cfg->source_epochs_ms[i]);
+    fprintf(f, "]; };\ntombstones = { horizon_s = %d; prune_every_s = %d; };\n",
+            cfg->tombstone_horizon_s, cfg->tombstone_prune_every_s);
 }
 
 void config_free(struct config *cfg)

@@ -20,6 +20,15 @@
  * postgres.password_file); conninfo may not hold one. ca_file needs an
  * https url; sslrootcert needs sslmode verify-ca or verify-full.
  *   metrics = { port = 9400; bind = "0.0.0.0"; };  # port 0: no HTTP
+ *   source = { epochs = ["2026-12-01T00:00:00Z"]; };
+ *                              # when the source's LSNs restarted (a
+ *                              # restore, a new cluster): an event whose
+ *                              # commit time (source.ts_ms) is at or after
+ *                              # k of these instants is of epoch k, and
+ *                              # positions compare (epoch, lsn)
+ *   tombstones = { horizon_s = 604800; prune_every_s = 600; };
+ *                              # delete markers older than the horizon (by
+ *                              # source commit time) are pruned; 0: never
  * Environment (wins over the file): NEXUS_MAPPING, NEXUS_GROUP_ID,
  * NEXUS_LANES (comma list), NEXUS_BATCH_MAX, NEXUS_BATCH_MS,
  * NEXUS_LOG_LEVEL, NEXUS_LOG_JSON, NEXUS_KAFKA_BOOTSTRAP, NEXUS_NEO4J_URL,
@@ -28,7 +37,8 @@
  * NEXUS_WRITER_PASSWORD, NEXUS_KAFKA_SASL_PASSWORD (sasl.password),
  * NEXUS_KAFKA_SSL_KEY_PASSWORD (ssl.key.password), NEXUS_PG_SSLMODE,
  * NEXUS_PG_SSLROOTCERT, NEXUS_NEO4J_CA_FILE, NEXUS_METRICS_PORT,
- * NEXUS_METRICS_BIND. Every secret (*_PASSWORD) may
+ * NEXUS_METRICS_BIND, NEXUS_RETRY_MAX_MS, NEXUS_SOURCE_EPOCHS (comma list),
+ * NEXUS_TOMBSTONE_HORIZON_S, NEXUS_TOMBSTONE_PRUNE_EVERY_S. Every secret (*_PASSWORD) may
  * instead be read from the file named by *_PASSWORD_FILE; setting both is
  * an error.
  */
@@ -36,12 +46,14 @@
 #define NS_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "err.h"
 #include "mapping.h"
 
 #define CONFIG_MAX_KAFKA_PROPS 64
+#define CONFIG_MAX_EPOCHS 16
 
 struct config {
     char worker[64];
@@ -70,6 +82,10 @@ struct config {
     char neo4j_ca_file[512];
     int metrics_port;                /* /metrics, /healthz, /readyz; 0 off */
     char metrics_bind[64];
+    int64_t source_epochs_ms[CONFIG_MAX_EPOCHS]; /* ascending instants */
+    size_t source_epoch_count;
+    int tombstone_horizon_s;         /* 0: markers are never pruned */
+    int tombstone_prune_every_s;
 };
 
 /*
@@ -89,6 +105,10 @@ enum ns_err config_resolve_lanes(struct config *cfg, const struct mapping *map,
  * (caller frees; it holds a secret, so wipe it before). NULL when out of
  * memory. */
 char *config_pg_conninfo(const struct config *cfg);
+
+/* The source epoch of an event committed at ts_ms (source.ts_ms): how
+ * many of source.epochs are at or before it. */
+int64_t config_source_epoch(const struct config *cfg, int64_t ts_ms);
 
 /* Print the effective settings, secrets masked. */
 void config_dump(const struct config *cfg, FILE *f);

@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "neo4j.h"
 #include "pgstatus.h"
+#include "tombstone.h"
 
 /* A lane counts as busy this long after its last message. */
 #define LANE_HOLD_MS 300
@@ -38,6 +39,9 @@ struct item {
     int has_keys;
     int64_t source_ts_ms;           /* source.ts_ms, for the sync latency:
                                        ev is freed before the round trip */
+    int has_change;                 /* a change was built from it: its row
+                                       identity is in change_key */
+    char change_key[CHANGE_KEY_MAX];
 };
 
 /* A row of the write-back, copied out of the batch it came from. */
@@ -90,6 +94,7 @@ struct consumer {
     struct writeback wb;            /* the last batch's, until it lands */
     int revoked;                    /* a revoke hit the batch being applied:
                                        abandon it, commit nothing */
+    int64_t next_prune_ms;          /* when to prune delete markers next */
 };
 
 static int topic_lane(const struct consumer *c, const char *topic)
@@ -659,8 +664,9 @@ static int prepare_one(struct consumer *c, struct item *it, size_t i,
         item_dead(it, NS_ERR_SCHEMA, why);
         return 0;
     }
-    err = change_from_event(c->map, it->tbl, it->ev, i, change, &res, why,
-                            sizeof(why));
+    err = change_from_event(c->map, it->tbl, it->ev,
+                            config_source_epoch(c->cfg, it->ev->ts_ms), i,
+                            change, &res, why, sizeof(why));
     if (err) {
         item_dead(it, err, why);
         item_keys_from_event(it);
@@ -670,6 +676,11 @@ static int prepare_one(struct consumer *c, struct item *it, size_t i,
         c->metrics.lanes[it->lane].skipped++;
         return 0;
     }
+    /* its row, should the change it is folded into fail */
+    it->has_change = 1;
+    memcpy(it->change_key, change->key, sizeof(it->change_key));
+    memcpy(it->keys, change->key_values, sizeof(it->keys));
+    it->has_keys = 1;
     return 1;
 }
 
@@ -933,6 +944,31 @@ static enum ns_err send_dead_letters(struct consumer *c, struct item *items)
 }
 
 /*
+ * The change ch failed for good: every message folded into it (the same
+ * row, coalesced away) goes to the DLQ too, each with its own position,
+ * since it was never applied and may carry values (TOASTed columns) that
+ * the surviving message lacks.
+ */
+static void dead_letter_folded(struct consumer *c, struct item *items,
+                               const struct change *ch, const char *reason)
+{
+    const rd_kafka_message_t *m = items[ch->msg_index].msg;
+    char why[512];
+
+    snprintf(why, sizeof(why), "folded into the change at %s[%d]@%lld, "
+             "which failed: %.400s", rd_kafka_topic_name(m->rkt),
+             (int)m->partition, (long long)m->offset, reason);
+    for (size_t i = 0; i < c->msg_count; i++) {
+        struct item *it = &items[i];
+
+        if (it->dead || !it->has_change || i == ch->msg_index ||
+            it->tbl != ch->tbl || strcmp(it->change_key, ch->key) != 0)
+            continue;
+        item_dead(it, NS_ERR_NEO4J_PERMANENT, why);
+    }
+}
+
+/*
  * Apply the collected batch and start its write-back; its offsets are
  * committed when that lands, after the next batch's Neo4j round trip or
  * when the loop is idle. Returns NS_OK when it got that far; an error when
@@ -999,11 +1035,7 @@ static enum ns_err process_batch(struct consumer *c)
         struct item *it = &items[changes[i].msg_index];
         if (results[i].status == APPLY_FAILED) {
             item_dead(it, NS_ERR_NEO4J_PERMANENT, results[i].reason);
-            snprintf(it->keys[0], sizeof(it->keys[0]), "%s",
-                     changes[i].key_values[0]);
-            snprintf(it->keys[1], sizeof(it->keys[1]), "%s",
-                     changes[i].key_values[1]);
-            it->has_keys = 1;
+            dead_letter_folded(c, items, &changes[i], results[i].reason);
         } else if (results[i].status == APPLY_APPLIED) {
             c->metrics.lanes[it->lane].applied++;
             metrics_sync_observe(&c->metrics, it->lane, it->source_ts_ms);
@@ -1252,6 +1284,38 @@ cleanup:
     return NS_OK;
 }
 
+/*
+ * Every tombstones.prune_every_s, between batches: delete this worker's
+ * delete markers older than the horizon, a bounded number per turn so the
+ * loop keeps turning; a full round comes back at once. A failure waits
+ * for the next interval: markers only cost space.
+ */
+static void prune_markers(struct consumer *c)
+{
+    const int64_t limit = 2000;
+    int64_t now = metrics_now_ms();
+    size_t deleted = 0;
+    char errstr[512];
+    enum ns_err err;
+
+    if (!c->cfg->tombstone_horizon_s || now < c->next_prune_ms)
+        return;
+    err = tombstone_prune(c->nc, c->map, c->cfg->worker,
+                          (int64_t)time(NULL) * 1000 -
+                              (int64_t)c->cfg->tombstone_horizon_s * 1000,
+                          (size_t)limit, &deleted, errstr, sizeof(errstr));
+    if (err)
+        log_msg(LOG_WARN, "could not prune delete markers: %s", errstr);
+    else if (deleted)
+        log_msg(LOG_INFO, "pruned %zu delete markers older than %d s",
+                deleted, c->cfg->tombstone_horizon_s);
+    c->metrics.markers_pruned += deleted;
+    c->next_prune_ms = !err && (int64_t)deleted == limit
+                           ? now
+                           : now + (int64_t)c->cfg->tombstone_prune_every_s *
+                                       1000;
+}
+
 enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
 {
     enum ns_err err = NS_OK;
@@ -1261,8 +1325,10 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
             c->cfg->batch_max_ms);
     while (!*c->stop) {
         collect(c);
-        if (!c->msg_count)
+        if (!c->msg_count) {
+            prune_markers(c);
             continue;
+        }
         err = process_batch(c);
         if (c->revoked) {
             batch_rewind(c);
@@ -1274,6 +1340,7 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
             return err;
         }
         write_stats(c, 0);
+        prune_markers(c);
     }
     /* the last batch's write-back lands and its offsets are committed;
      * if PostgreSQL is down it is left uncommitted, for the next owner */

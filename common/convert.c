@@ -10,6 +10,10 @@
  */
 #include "convert.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <time.h>
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -803,4 +807,89 @@ enum ns_err convert_value(const struct cJSON *v, enum col_type type,
     }
     ns_err_set(errstr, errstr_size, "unknown column type %d", (int)type);
     return NS_ERR_SCHEMA;
+}
+
+/* Digits of s[0..n) as a number; -1 when not all digits. */
+static int digits(const char *s, int n)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+int convert_time_parse(const char *s, int64_t *out)
+{
+    struct tm tm;
+    int64_t ms = 0, offset_min = 0;
+    const char *p = s;
+    int y, mo, d, h = 0, mi = 0, sec = 0;
+    time_t t;
+
+    if (*s && strspn(s, "0123456789") == strlen(s))
+    {
+        char *end;
+        long long v;
+
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno || end == s || *end)
+            return -1;
+        *out = v;
+        return 0;
+    }
+    if (strlen(p) < 10 || p[4] != '-' || p[7] != '-')
+        return -1;
+    y = digits(p, 4);
+    mo = digits(p + 5, 2);
+    d = digits(p + 8, 2);
+    p += 10;
+    if (*p == 'T' || *p == ' ') {
+        if (strlen(p) < 6 || p[3] != ':')
+            return -1;
+        h = digits(p + 1, 2);
+        mi = digits(p + 4, 2);
+        p += 6;
+        if (*p == ':') {
+            sec = digits(p + 1, 2);
+            p += 3;
+            if (*p == '.') {
+                int scale = 100;
+                for (p++; isdigit((unsigned char)*p); p++, scale /= 10)
+                    ms += (*p - '0') * scale;
+            }
+        }
+    }
+    if (*p == 'Z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om, sign = *p == '-' ? -1 : 1;
+        if (strlen(p) != 6 || p[3] != ':')
+            return -1;
+        oh = digits(p + 1, 2);
+        om = digits(p + 4, 2);
+        if (oh < 0 || om < 0)
+            return -1;
+        offset_min = sign * (oh * 60 + om);
+        p += 6;
+    }
+    if (*p || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
+        h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
+        return -1;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *out = ((int64_t)t - offset_min * 60) * 1000 + ms;
+    return 0;
 }

@@ -84,4 +84,11 @@ enum ns_err convert_value(const struct cJSON *v, enum col_type type,
                           int scale, struct cJSON **out, char *errstr,
                           size_t errstr_size);
 
+/*
+ * A time as epoch milliseconds: all digits are epoch ms; otherwise
+ * YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|(+|-)HH:MM], UTC when no zone.
+ * Returns 0, or -1 when s is neither.
+ */
+int convert_time_parse(const char *s, int64_t *out);
+
 #endif

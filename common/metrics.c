@@ -306,6 +306,12 @@ static enum ns_err write_counters(struct buf *out, const struct metrics *m,
     if (!err)
         err = buf_addf(out, "nexus_writeback_rows_total{%s} %llu\n", wl,
                        (unsigned long long)m->writeback_rows);
+    if (!err)
+        err = head(out, "nexus_tombstones_pruned_total", "counter",
+                   "Delete markers (NexusTombstone) pruned past the horizon.");
+    if (!err)
+        err = buf_addf(out, "nexus_tombstones_pruned_total{%s} %llu\n", wl,
+                       (unsigned long long)m->markers_pruned);
     return err;
 }
 

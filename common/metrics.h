@@ -75,6 +75,7 @@ struct metrics {
     _Atomic uint64_t pg_retries;
     _Atomic uint64_t kafka_retries;
     _Atomic uint64_t writeback_rows;
+    _Atomic uint64_t markers_pruned;   /* delete markers past the horizon */
     double last_batch_ms;          /* these only go to the stats file, */
     double neo4j_ms_total;         /* read and written by the loop alone */
     double pg_ms_total;            /* waiting for the write-back */

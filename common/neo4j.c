@@ -403,20 +403,39 @@ static size_t neo4j_completed(const cJSON *res)
 }
 
 /*
- * Transient or permanent, per neo4j.h: Neo.ClientError.* is the request's
- * fault except Security (credentials, rate limits); everything else
- * (TransientError, DatabaseError, unknown) can heal by itself.
+ * Codes that say this request itself is wrong: the statement, or the data
+ * of the event in it. Sent again unchanged they fail again, so the change
+ * goes to the DLQ. Every other code, ClientError or not, is retried: a
+ * ClientError can be the environment's (NotALeader and
+ * ForbiddenOnReadOnlyDatabase during a leader switch, DatabaseNotFound
+ * while a database starts, Security, TransactionTimedOut, EntityNotFound
+ * when another writer deleted a node mid-transaction), and dead-lettering
+ * on those loses data. See Neo4j's status code list.
  */
-static enum ns_err neo4j_classify(const char *code)
-{
-    static const char client[] = "Neo.ClientError.";
-    static const char security[] = "Neo.ClientError.Security.";
+static const char *const neo4j_permanent_codes[] = {
+    "Neo.ClientError.Schema.ConstraintValidationFailed",
+    "Neo.ClientError.Statement.ConstraintVerificationFailed",
+    "Neo.ClientError.Statement.TypeError",
+    "Neo.ClientError.Statement.SyntaxError",
+    "Neo.ClientError.Statement.SemanticError",
+    "Neo.ClientError.Statement.ArgumentError",
+    "Neo.ClientError.Statement.ParameterMissing",
+    "Neo.ClientError.Statement.ArithmeticError",
+    "Neo.ClientError.Request.Invalid",
+    "Neo.ClientError.Request.InvalidFormat",
+};
 
-    if (strncmp(code, client, sizeof(client) - 1) != 0)
+enum ns_err neo4j_classify(const char *code)
+{
+    size_t n = sizeof(neo4j_permanent_codes) /
+               sizeof(neo4j_permanent_codes[0]);
+
+    if (!code)
         return NS_ERR_NEO4J_TRANSIENT;
-    if (strncmp(code, security, sizeof(security) - 1) == 0)
-        return NS_ERR_NEO4J_TRANSIENT;
-    return NS_ERR_NEO4J_PERMANENT;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(code, neo4j_permanent_codes[i]) == 0)
+            return NS_ERR_NEO4J_PERMANENT;
+    return NS_ERR_NEO4J_TRANSIENT;
 }
 
 /*

@@ -46,6 +46,17 @@ enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
                                      size_t errstr_size);
 
 /*
+ * Whether a Neo4j status code (the "code" of an errors[] entry, NULL when
+ * there is none) is this request's fault: NS_ERR_NEO4J_PERMANENT for the
+ * few codes that say the statement or its data are wrong (syntax, type,
+ * semantic, argument, missing parameter, arithmetic, constraint violated,
+ * invalid request), NS_ERR_NEO4J_TRANSIENT for every other code, known or
+ * not: the environment may heal (a leader switch, a read-only or starting
+ * database, credentials, a timeout). Pure; exported for the unit tests.
+ */
+enum ns_err neo4j_classify(const char *code);
+
+/*
  * Run n statements in one transaction.
  *
  * On success returns NS_OK and, when results is not NULL, *results is the
@@ -53,11 +64,13 @@ enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
  * per statement), owned by the caller (cJSON_Delete).
  *
  * On failure nothing was committed, *results is NULL and:
- *  - NS_ERR_NEO4J_TRANSIENT: connection refused/reset, timeout, HTTP 5xx,
- *    Neo.TransientError.*, Neo.DatabaseError.*, and Neo.ClientError.Security.*
- *    (credentials are not the event's fault): retry later;
- *  - NS_ERR_NEO4J_PERMANENT: any other Neo.ClientError.* (syntax, type,
- *    constraint): the statements or their data are wrong.
+ *  - NS_ERR_NEO4J_PERMANENT: a code neo4j_classify() calls permanent
+ *    (syntax, type, constraint, bad parameters): the statements or their
+ *    data are wrong;
+ *  - NS_ERR_NEO4J_TRANSIENT: anything else: connection refused/reset,
+ *    timeout, HTTP 4xx/5xx without a Neo4j code, Neo.TransientError.*,
+ *    Neo.DatabaseError.*, and every other Neo.ClientError.* (NotALeader,
+ *    Security, DatabaseNotFound...): retry later.
  * errstr gets "code: message". *failed_stmt (if not NULL) gets the index of
  * the statement that failed when it can be told (the number of statements
  * that completed before the error), else n.

@@ -226,6 +226,27 @@ def end_offsets(nx, topics):
     return ends
 
 
+def save_end_offsets(nx, worker, path, topics=None):
+    """Write the high watermarks of the worker's lane topics (or of topics)
+    to path in the format of nexus-replay --save, so that a later
+    `nexus-replay --from-file path` places a group at exactly the messages
+    written after this call: a replay point taken from Kafka offsets, never
+    from the test's clock. Returns {(topic, partition): offset}."""
+    ends = end_offsets(nx, topics or worker_topics(nx, worker))
+    doc = {"offsets": [{"topic": t, "partition": p, "offset": o} for (t, p), o in sorted(ends.items())]}
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return ends
+
+
+def record_timestamp(nx, topic, partition, offset):
+    """The timestamp (ms) Kafka holds for one record: a time to cut at that
+    comes from the broker, not from the test process."""
+    out = nx.kcat("-C", "-t", topic, "-p", str(partition), "-o", str(offset), "-c", "1", "-e", "-q",
+                  "-f", "%T\\n")
+    return int(out.split()[0])
+
+
 def committed_offsets(nx, worker, group):
     """{(topic, partition): committed offset or None}, by nexus-replay."""
     p = run_tool(nx, "nexus-replay", "--worker", worker, "--group", group, "--save", "-")

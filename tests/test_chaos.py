@@ -422,11 +422,14 @@ def _settled(nx, quiet_s=3.0):
     return events_total(nx) == a
 
 
-def test_concurrent_relationship_merges_deadlock_and_retry(nx, fleet, tmp_path):
+def test_concurrent_relationship_merges_converge(nx, fleet, tmp_path):
     """(e) many link rows on a few hot nodes, applied at the same time by
     the thread, tag and message workers of this module and by a second
-    group of them: Neo4j answers DeadlockDetected, the workers retry, and
-    the graph still converges."""
+    group of them: the two groups converge on the same graph and nothing
+    is dead-lettered. Neo4j may answer DeadlockDetected here (the workers
+    then retry); whether it does depends on timing, so the deadlocks are a
+    figure, not a condition. The retry itself is proved deterministically
+    by tests/test_neo4j_faults.py, which injects the error."""
     m = Measure(nx, fleet, "deadlocks")
     second = Fleet(nx, str(tmp_path / "second"), f"chaos2-{uuid.uuid4().hex[:8]}",
                    names=["content_item", "thread", "tag", "message"], NEXUS_RETRY_MAX_MS=2000,
@@ -495,6 +498,5 @@ def test_concurrent_relationship_merges_deadlock_and_retry(nx, fleet, tmp_path):
     finally:
         rcs = second.stop()
     assert all(rc == 0 for rc in rcs.values()), rcs
-    total_deadlocks = fig["deadlocks"] + fig["second_group"]["deadlocks"]
-    if os.environ.get("NEXUS_CHAOS_REQUIRE_DEADLOCK", "1") == "1":
-        assert total_deadlocks > 0, f"no Neo4j deadlock happened, the scenario proved nothing: {fig}"
+    print(f"\nconcurrent merges: {fig['deadlocks'] + fig['second_group']['deadlocks']} Neo4j deadlocks "
+          f"retried over both groups")

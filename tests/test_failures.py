@@ -110,6 +110,58 @@ def test_permanent_neo4j_error_splits_the_batch(nx, project, tmp_path):
         cleanup()
 
 
+def test_events_folded_into_a_dead_lettered_change_are_dead_lettered_too(nx, project, tmp_path):
+    """Two changes of one tag in one batch coalesce into the newer; when
+    Neo4j rejects that one for good, the older one, folded into it and
+    never applied, goes to the DLQ as well, with its own offset, and the
+    row is FAILED. Two other tags in the batch commit. Scratch topics, so
+    nobody replays the altered events."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
+    w = Worker(nx, "tag", str(tmp_path / "w"), f"fail-fold-{uuid.uuid4().hex[:8]}",
+               NEXUS_BATCH_MS=2000, NEXUS_MAPPING=mapping)
+    ids = new_tags(nx, project, 3, "fold")
+    folded, good = ids[0], ids[1:]
+    try:
+        events = []
+        for tid in ids:
+            m = wait_until(lambda: [m for m in nx.consume_all("nexus.normal.tag")
+                                    if m.get("payload") and f'"id":"{tid}"' in m["payload"]], 120,
+                           what="real tag event")[0]
+            events.append((m["key"], m["payload"]))
+            if tid == folded:
+                # a later update of the same row that Neo4j cannot take
+                later = json.loads(m["payload"])
+                later["op"] = "u"
+                later["before"] = dict(later["after"])
+                later["after"]["name"] = "fold-renamed"
+                later["after"]["created_at"] = "2026-02-10T25:61:00Z"
+                later["source"]["lsn"] = later["source"]["lsn"] + 1
+                events.append((m["key"], json.dumps(later)))
+        for key, value in events:
+            nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        w.start()
+        wait_until(lambda: nx.cypher_value("MATCH (t:Tag) WHERE t.id IN $ids AND t.srcLsn IS NOT NULL "
+                                           "RETURN count(t)", {"ids": good}) == 2, 120, what="good events applied")
+        dead = wait_until(lambda: (lambda d: d if len(d) >= 2 else None)(nx.consume_all(f"{prefix}.dlq")),
+                          60, what="two dead letters")
+        assert len(dead) == 2, dead
+        hdrs = [dict(zip(d["headers"][0::2], d["headers"][1::2])) for d in dead]
+        assert {json.loads(d["payload"])["after"]["id"] for d in dead} == {folded}
+        assert sorted(int(h["nexus.source.offset"]) for h in hdrs) == [0, 1], hdrs
+        assert all(h["nexus.error.class"] == "neo4j_permanent" for h in hdrs), hdrs
+        by_offset = {int(h["nexus.source.offset"]): h["nexus.reason"] for h in hdrs}
+        assert "Neo.ClientError" in by_offset[1], by_offset
+        assert by_offset[0].startswith(f"folded into the change at {topic}[0]@1"), by_offset
+        assert nx.scalar(f"SELECT sync_status FROM tags WHERE id = '{folded}'") == "FAILED"
+        assert nx.cypher_value("MATCH (t:Tag {id: $id}) WHERE t.srcLsn IS NOT NULL RETURN count(t)",
+                               {"id": folded}) == 0
+    finally:
+        if w.proc:
+            w.stop()
+        cleanup()
+
+
 def test_writeback_yields_to_application_row_locks(nx, project, tmp_path):
     """An application transaction holding a row lock is never made to wait
     long or to fail by the write-back: the worker gives up the lock wait,

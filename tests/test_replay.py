@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from nexus import (track, new_id as U, new_tags, Worker, canonical_dump, empty_graph, run_tool,
-                   wait_group_caught_up, wait_until)
+from nexus import (track, new_id as U, new_tags, Worker, canonical_dump, empty_graph, end_offsets, record_timestamp,
+                   run_tool, save_end_offsets, wait_group_caught_up, wait_until)
 
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
 
@@ -91,10 +91,14 @@ def test_to_time_moves_to_the_first_offset_at_that_time(nx, project, tmp_path):
     end0 = nx.end_offset_total(topic)
     early = new_tags(nx, project, 6, "early")
     wait_until(lambda: nx.end_offset_total(topic) >= end0 + 6, 120, what="early tags in Kafka")
-    time.sleep(0.05)
-    cut_ms = int(time.time() * 1000)
+    time.sleep(0.05)  # the late records' timestamps are at least a millisecond later
+    before_late = end_offsets(nx, [topic])
     late = new_tags(nx, project, 6, "late")
     wait_until(lambda: nx.end_offset_total(topic) >= end0 + 12, 120, what="late tags in Kafka")
+    # the cut: the earliest timestamp Kafka gave a late record (the test's
+    # own clock would race the connector's)
+    now = end_offsets(nx, [topic])
+    cut_ms = min(record_timestamp(nx, topic, p, o) for (_, p), o in before_late.items() if now[(topic, p)] > o)
     expected = {}
     for m in nx.consume_all(topic):
         key = (topic, m["partition"])
@@ -247,11 +251,13 @@ def test_versioned_link_history_does_not_depend_on_batch_boundaries(nx, project,
     batch (a replay) build the same history, and replaying it again into
     the current graph changes nothing."""
     th, ci = U(), U()
+    # the replay point: the lane offsets before the first INSERT, from Kafka
+    cut = str(tmp_path / "cut.json")
+    save_end_offsets(nx, "thread", cut)
     nx.psql(f"""
     INSERT INTO threads (id, project_id, tenant_id, title) VALUES ('{th}', '{project['project']}', '{project['tenant']}', 'v');
     INSERT INTO content_items (id, tenant_id, project_id, content_type, title)
       VALUES ('{ci}', '{project['tenant']}', '{project['project']}', 'text', 'v');""")
-    cut_ms = int(time.time() * 1000)
     pair = f"thread_id = '{th}' AND content_id = '{ci}'"
     # separate transactions: five versions' worth of changes, then a delete
     for sql in (f"INSERT INTO thread_content (thread_id, content_id, position) VALUES ('{th}', '{ci}', 1)",
@@ -264,7 +270,7 @@ def test_versioned_link_history_does_not_depend_on_batch_boundaries(nx, project,
     group = f"replay-versions-{uuid.uuid4().hex[:8]}"
 
     def run(batch_env):
-        p = replay(nx, "--worker", "thread", "--group", group, "--to-time", str(cut_ms), "--execute")
+        p = replay(nx, "--worker", "thread", "--group", group, "--from-file", cut, "--execute")
         assert p.returncode == 0, p.stdout + p.stderr
         w = track(Worker(nx, "thread", str(tmp_path / f"thread-{len(runs)}"), group, **batch_env)).start()
         # the thread's own event, the five changes and the delete's tombstone

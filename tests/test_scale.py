@@ -4,24 +4,29 @@ and leaving mid-stream lose nothing; SIGTERM finishes and commits the batch
 in flight and exits within a bound, also during a Neo4j outage, and a
 rebalance never commits what was not applied. Figures are printed (-s)."""
 import json
+import os
 import re
 import signal
+import tempfile
 import time
 import uuid
 
 import pytest
 
-from nexus import (track, new_tags, Proxy, Worker, committed_offsets, run_tool, wait_group_caught_up,
-                   wait_until)
+from nexus import (track, new_tags, Proxy, Worker, committed_offsets, run_tool, save_end_offsets,
+                   wait_group_caught_up, wait_until)
 
 TOPIC = "nexus.normal.tag"
 SIGTERM_BOUND_S = 10.0
 
-def at_end(nx, group, when_ms=None):
-    """Place a new group at the messages from when_ms on (default: now), so
-    it does not read the topic's whole history first."""
-    when_ms = when_ms or int(time.time() * 1000)
-    p = run_tool(nx, "nexus-replay", "--worker", "tag", "--group", group, "--to-time", str(when_ms), "--execute")
+def at_end(nx, group):
+    """Place a new group at the end of the tag lanes (their offsets now,
+    read from Kafka), so it does not read the topic's whole history first
+    and reads everything written after this call."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "end.json")
+        save_end_offsets(nx, "tag", path)
+        p = run_tool(nx, "nexus-replay", "--worker", "tag", "--group", group, "--from-file", path, "--execute")
     assert p.returncode == 0, p.stdout + p.stderr
     return group
 

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from nexus import (track, ROOT, new_id as U, Worker, empty_graph, run_tool, wait_group_caught_up,
-                   wait_until)
+from nexus import (track, ROOT, new_id as U, Worker, empty_graph, end_offsets, run_tool, save_end_offsets,
+                   wait_group_caught_up, wait_until)
 
 WORKERS = ["org", "thread", "content_item", "tag", "message"]
 
@@ -48,14 +48,21 @@ def connector_state(nx):
     return s["connector"]["state"], tasks
 
 
-def fresh_groups_at(nx, when_ms, tag):
-    """A new group per worker whose committed offsets are the first
-    messages at or after when_ms (nexus-replay --to-time)."""
+def save_ends(nx, workdir, workers=WORKERS):
+    """The end offsets of each worker's lanes now, read from Kafka and saved
+    as workdir/<worker>-ends.json: {worker: {(topic, partition): offset}}."""
+    return {name: save_end_offsets(nx, name, os.path.join(str(workdir), f"{name}-ends.json")) for name in workers}
+
+
+def fresh_groups_at(nx, workdir, tag, workers=WORKERS):
+    """A new group per worker whose committed offsets are those save_ends
+    wrote to workdir (nexus-replay --from-file): they read every message
+    written after that call."""
     groups = {}
-    for name in WORKERS:
+    for name in workers:
         groups[name] = f"snap-{tag}-{name}"
-        p = run_tool(nx, "nexus-replay", "--worker", name, "--group", groups[name], "--to-time", str(when_ms),
-                     "--execute")
+        p = run_tool(nx, "nexus-replay", "--worker", name, "--group", groups[name], "--from-file",
+                     os.path.join(str(workdir), f"{name}-ends.json"), "--execute")
         assert p.returncode == 0, p.stdout + p.stderr
     return groups
 
@@ -108,11 +115,13 @@ def test_initial_snapshot_of_100k_rows_converges_an_empty_graph(nx, tmp_path):
         rows = sum(want.values())
         assert rows >= 100000, want
     finally:
-        # 3. the connector again, as the stack registers it
+        # 3. the connector again, as the stack registers it; the groups
+        # start at the lane offsets before it
+        starts = save_ends(nx, tmp_path)
         t0_ms = int(time.time() * 1000)
         connect(nx, "PUT", "/connectors/CONNECTOR/config", cfg)
     wait_until(lambda: connector_state(nx) == ("RUNNING", ["RUNNING"]), 300, what="connector running")
-    groups = fresh_groups_at(nx, t0_ms, uuid.uuid4().hex[:8])
+    groups = fresh_groups_at(nx, tmp_path, uuid.uuid4().hex[:8])
     ws = []
     for name in WORKERS:
         w = Worker(nx, name, str(tmp_path / name), groups[name])
@@ -136,7 +145,8 @@ def test_initial_snapshot_of_100k_rows_converges_an_empty_graph(nx, tmp_path):
         {"ids": [r[0] for r in sample]})}
     assert graph == {r[0]: (r[1], int(r[2])) for r in sample}
     snap = [m for m in nx.consume_all("nexus.normal.tag", timeout=300)
-            if m["ts"] >= t0_ms and m.get("payload") and '"op":"r"' in m["payload"]]
+            if m["offset"] >= starts["tag"].get(("nexus.normal.tag", m["partition"]), 0)
+            and m.get("payload") and '"op":"r"' in m["payload"]]
     assert len(snap) >= want["tags"] + want["content_tags"]
     print(f"\ninitial snapshot: {rows} rows (loaded in {load_s:.0f} s); graph converged {converge_s:.0f} s after "
           f"registering the connector: {rows / converge_s:.0f} rows/s")
@@ -164,8 +174,8 @@ def tag_props(nx, ids):
 
 def test_incremental_snapshot_through_the_signal_table(nx, project, tmp_path):
     topic = "nexus.normal.tag"
-    start = int(time.time() * 1000)
-    group = fresh_groups_at(nx, start, uuid.uuid4().hex[:8])["tag"]
+    save_ends(nx, tmp_path, ["tag"])
+    group = fresh_groups_at(nx, tmp_path, uuid.uuid4().hex[:8], ["tag"])["tag"]
     w = Worker(nx, "tag", str(tmp_path / "tag"), group)
     track(w)
     w.start()
@@ -178,7 +188,7 @@ def test_incremental_snapshot_through_the_signal_table(nx, project, tmp_path):
     # drift: one node deleted straight from Neo4j
     nx.cypher("MATCH (t:Tag {id: $id}) DETACH DELETE t", {"id": ids[0]})
     assert len(tag_props(nx, ids)) == 4
-    signal_ms = int(time.time() * 1000)
+    before_signal = end_offsets(nx, [topic])
     total = int(nx.scalar("SELECT count(*) FROM tags"))
     writer_psql(nx, "INSERT INTO nexus_signal (id, type, data) VALUES ('" + U() + "', 'execute-snapshot', "
                 "'{\"data-collections\": [\"public.tags\"], \"type\": \"incremental\"}')")
@@ -186,7 +196,7 @@ def test_incremental_snapshot_through_the_signal_table(nx, project, tmp_path):
     def reread():
         seen = set()
         for m in nx.consume_all(topic, timeout=120):
-            if m["ts"] < signal_ms or not m.get("payload"):
+            if m["offset"] < before_signal[(topic, m["partition"])] or not m.get("payload"):
                 continue
             ev = json.loads(m["payload"])
             if ev.get("op") == "r" and ev["source"].get("snapshot") == "incremental":
@@ -201,4 +211,4 @@ def test_incremental_snapshot_through_the_signal_table(nx, project, tmp_path):
     assert w.total("dlq") == 0
     # the signal rows themselves never reach a lane topic
     assert not any("nexus_signal" in (m.get("payload") or "") for m in nx.consume_all(topic, timeout=120)
-                   if m["ts"] >= signal_ms)
+                   if m["offset"] >= before_signal[(topic, m["partition"])])

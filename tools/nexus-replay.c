@@ -31,6 +31,7 @@
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
 
+#include "convert.h"
 #include "config.h"
 #include "mapping.h"
 
@@ -107,98 +108,6 @@ static void usage(FILE *f)
           "members\n", f);
 }
 
-static int parse_int64(const char *s, int64_t *out)
-{
-    char *end;
-    long long v;
-
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno || end == s || *end)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* Digits of s[0..n) as a number; -1 when not all digits. */
-static int digits(const char *s, int n)
-{
-    int v = 0;
-
-    for (int i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v;
-}
-
-/*
- * TIME as epoch milliseconds: all digits are epoch ms; otherwise
- * YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|(+|-)HH:MM], UTC when no zone.
- */
-static int parse_time(const char *s, int64_t *out)
-{
-    struct tm tm;
-    int64_t ms = 0, offset_min = 0;
-    const char *p = s;
-    int y, mo, d, h = 0, mi = 0, sec = 0;
-    time_t t;
-
-    if (*s && strspn(s, "0123456789") == strlen(s))
-        return parse_int64(s, out);
-    if (strlen(p) < 10 || p[4] != '-' || p[7] != '-')
-        return -1;
-    y = digits(p, 4);
-    mo = digits(p + 5, 2);
-    d = digits(p + 8, 2);
-    p += 10;
-    if (*p == 'T' || *p == ' ') {
-        if (strlen(p) < 6 || p[3] != ':')
-            return -1;
-        h = digits(p + 1, 2);
-        mi = digits(p + 4, 2);
-        p += 6;
-        if (*p == ':') {
-            sec = digits(p + 1, 2);
-            p += 3;
-            if (*p == '.') {
-                int scale = 100;
-                for (p++; isdigit((unsigned char)*p); p++, scale /= 10)
-                    ms += (*p - '0') * scale;
-            }
-        }
-    }
-    if (*p == 'Z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om, sign = *p == '-' ? -1 : 1;
-        if (strlen(p) != 6 || p[3] != ':')
-            return -1;
-        oh = digits(p + 1, 2);
-        om = digits(p + 4, 2);
-        if (oh < 0 || om < 0)
-            return -1;
-        offset_min = sign * (oh * 60 + om);
-        p += 6;
-    }
-    if (*p || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
-        h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
-        return -1;
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *out = ((int64_t)t - offset_min * 60) * 1000 + ms;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, struct opts *o)
 {
     for (int i = 1; i < argc; i++) {
@@ -234,7 +143,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
             }
             o->topics[o->topic_count++] = argv[++i];
         } else if (strcmp(a, "--to-time") == 0) {
-            if (parse_time(v, &o->time_ms)) {
+            if (convert_time_parse(v, &o->time_ms)) {
                 fprintf(stderr, "nexus-replay: --to-time: \"%s\" is neither "
                         "ISO-8601 nor epoch milliseconds\n", v);
                 return -1;

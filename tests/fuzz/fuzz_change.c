@@ -133,7 +133,7 @@ static void fuzz_events(const uint8_t *data, size_t size)
             continue;
         const struct mapping_table *tbl = pick_table(map, evs[nev]);
         enum change_result res;
-        if (tbl && change_from_event(map, tbl, evs[nev], nev, &changes[nch],
+        if (tbl && change_from_event(map, tbl, evs[nev], 0, nev, &changes[nch],
                                      &res, errstr, sizeof(errstr)) == NS_OK &&
             res == CHANGE_READY)
             nch++;

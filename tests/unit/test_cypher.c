@@ -44,7 +44,7 @@ static int build_change(const struct mapping *map, const cJSON *event_json,
         event_free(ev);
         return -1;
     }
-    *err = change_from_event(map, tbl, ev, 0, ch, res, errstr, errstr_size);
+    *err = change_from_event(map, tbl, ev, 0, 0, ch, res, errstr, errstr_size);
     event_free(ev);
     return *err ? -1 : 0;
 }
