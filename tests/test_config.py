@@ -88,7 +88,7 @@ BAD_CONFIGS = [
      '{path}:2: postgres.conninfo: invalid connection option "colour"'),
     ('mapping = "%s";\nneo4j = {\n  password_file = "/nonexistent/pw";\n};\n' % MAPPING, {},
      "{path}:3: could not read /nonexistent/pw"),
-    (None, {"NEXUS_BATCH_MAX": "many"}, 'NEXUS_BATCH_MAX: "many" is not a positive integer'),
+    (None, {"NEXUS_BATCH_MAX": "many"}, 'NEXUS_BATCH_MAX: "many" is not an integer from 1 to 100000000'),
     (None, {"NEXUS_NEO4J_PASSWORD_FILE": "/nonexistent/pw"},
      "NEXUS_NEO4J_PASSWORD_FILE: could not read /nonexistent/pw"),
     (None, {"NEXUS_WRITER_PASSWORD": "a", "NEXUS_WRITER_PASSWORD_FILE": "/etc/hostname"},
@@ -236,3 +236,28 @@ def test_secrets_from_files_reach_the_servers(nx, project, tmp_path, source):
         assert nx.cypher_value("MATCH (t:Tag {id: $id}) RETURN count(t)", {"id": tid}) == 1
     finally:
         assert w.stop() == 0, w.log_text()[-3000:]
+
+
+def test_source_epochs_and_marker_horizon(tmp_path):
+    """source.epochs from the file or NEXUS_SOURCE_EPOCHS (ISO-8601 or
+    epoch ms, ascending), tombstones.* likewise; a bad value names its
+    source and stops the worker."""
+    cfg = tmp_path / "w.cfg"
+    cfg.write_text(f'mapping = "{MAPPING}";\nsource = {{ epochs = ["2026-12-01T00:00:00Z", '
+                   f'"1800000000000"]; }};\ntombstones = {{ horizon_s = 0; prune_every_s = 5; }};\n')
+    p = dump("--config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    assert 'source = { epochs = ["1796083200000", "1800000000000"]; };' in p.stdout
+    assert "tombstones = { horizon_s = 0; prune_every_s = 5; };" in p.stdout
+    p = dump(env=clean_env(NEXUS_MAPPING=MAPPING, NEXUS_SOURCE_EPOCHS="1000,2000",
+                           NEXUS_TOMBSTONE_HORIZON_S="60"))
+    assert p.returncode == 0, p.stderr
+    assert 'epochs = ["1000", "2000"]' in p.stdout and "horizon_s = 60;" in p.stdout
+    p = dump(env=clean_env(NEXUS_MAPPING=MAPPING))
+    assert "tombstones = { horizon_s = 604800; prune_every_s = 600; };" in p.stdout
+    for bad in ("2000,1000", "yesterday", "2026-13-01"):
+        p = dump(env=clean_env(NEXUS_MAPPING=MAPPING, NEXUS_SOURCE_EPOCHS=bad))
+        assert p.returncode == 2 and "NEXUS_SOURCE_EPOCHS" in p.stderr, (bad, p.stderr)
+    cfg.write_text(f'mapping = "{MAPPING}";\ntombstones = {{ horizon_s = -1; }};\n')
+    p = dump("--config", str(cfg))
+    assert p.returncode == 2 and f"{cfg}:2: tombstones.horizon_s must be an integer of at least 0" in p.stderr, p.stderr

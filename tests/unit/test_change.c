@@ -180,6 +180,37 @@ static const char *run_source_order_case(const struct mapping_table *tbl,
     return fail;
 }
 
+/* A later source epoch wins over a higher LSN of an earlier epoch (the
+ * source's LSNs restarted), whatever the arrival order. */
+static const char *run_epoch_case(const struct mapping_table *tbl, char *why,
+                                  size_t why_size)
+{
+    struct change ch[3];
+    struct spec sp = {0, 1, 0, (UINT64_C(1) << tbl->prop_count) - 1, 1};
+    const int64_t epochs[3] = {0, 1, 0}, lsns[3] = {900, 100, 950};
+    const char *fail = NULL;
+    size_t kept;
+
+    for (size_t i = 0; i < 3; i++) {
+        if (make_change(tbl, &sp, i, &ch[i])) {
+            snprintf(why, why_size, "out of memory building case");
+            return why;
+        }
+        ch[i].epoch = epochs[i];
+        ch[i].lsn = lsns[i];
+    }
+    kept = change_coalesce(ch, 3);
+    if (kept != 1 || ch[0].epoch != 1 || ch[0].msg_index != 1) {
+        snprintf(why, why_size, "kept %zu, survivor epoch %lld from event %zu; "
+                 "want epoch 1 from event 1", kept, (long long)ch[0].epoch,
+                 ch[0].msg_index);
+        fail = why;
+    }
+    for (size_t i = 0; i < 3; i++)
+        change_clear(&ch[i]);
+    return fail;
+}
+
 /* A versioned link keeps every change, one round after the other; only an
  * exact redelivery is dropped, and other rows are coalesced as usual. */
 static const char *run_temporal_case(const struct mapping_table *link,
@@ -275,6 +306,13 @@ int main(void)
         char why[512];
         const char *fail = run_source_order_case(tables[0], why, sizeof(why));
         printf("%s source-order%s%s\n", fail ? "not ok" : "ok", fail ? ": " : "",
+               fail ? fail : "");
+        fail ? failed++ : passed++;
+    }
+    {
+        char why[512];
+        const char *fail = run_epoch_case(tables[0], why, sizeof(why));
+        printf("%s source-epoch%s%s\n", fail ? "not ok" : "ok", fail ? ": " : "",
                fail ? fail : "");
         fail ? failed++ : passed++;
     }
