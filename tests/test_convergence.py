@@ -240,18 +240,24 @@ def explain(nx, problems, msgs):
     for a, b in seen[:3]:
         out.append(f"-- key {a}{' -> ' + b if b else ''}")
         out.append("   Neo4j: " + json.dumps(graph_history(nx, a, b), default=str)[:1500])
+        events, last = [], 0
         for m in msgs:
             try:
                 key = [str(v) for v in json.loads(m.get("key") or "{}").values()]
             except (ValueError, AttributeError):
                 key = [m.get("key") or ""]
-            if key == ([a, b] if b else [a]):
+            # the key's own events and, for a link, its two ends' (a node's
+            # delete removes its links)
+            if key in ([a, b], [a], [b]) if b else key == [a]:
                 ev = json.loads(m["payload"]) if m.get("payload") else None
                 src = (ev or {}).get("source", {})
                 row = (ev or {}).get("after") or (ev or {}).get("before") or {}
-                out.append(f"   event {m['topic']}[{m['partition']}]@{m['offset']}: op={ev and ev.get('op')} "
-                           f"lsn={src.get('lsn')} pg_version={row.get('pg_version')}" if ev else
-                           f"   event {m['topic']}[{m['partition']}]@{m['offset']}: Kafka tombstone")
+                last = int(src.get("lsn") or last)
+                name = f"   event {m['topic']}[{m['partition']}]@{m['offset']} key {'/'.join(k[:8] for k in key)}:"
+                line = (f"{name} op={ev.get('op')} lsn={src.get('lsn')} pg_version={row.get('pg_version')} "
+                        f"kafka_ts={m.get('ts')}") if ev else f"{name} Kafka tombstone"
+                events.append((last, len(events), line))
+        out += [line for _, _, line in sorted(events)]  # in source order
     return "\n".join(out)
 
 
