@@ -22,7 +22,7 @@ PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%)
                $(BENCH_SRC:bench/%.c=$(BIN)/%)
 UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all unit test asan chaos demo bench clean
+.PHONY: all unit test asan chaos soak demo bench clean
 
 # keep object files between runs (they are intermediates of pattern rules)
 .SECONDARY:
@@ -73,6 +73,15 @@ chaos:
 	NEXUS_CHAOS_ROUNDS=$${NEXUS_CHAOS_ROUNDS:-2} NEXUS_CHAOS_SERVERS=1 \
 	NEXUS_CHAOS_HOT=$${NEXUS_CHAOS_HOT:-8} NEXUS_CHAOS_DEADLOCK_ROUNDS=$${NEXUS_CHAOS_DEADLOCK_ROUNDS:-4} \
 	    bash tests/run -k test_chaos
+
+# The order-independence property test at length (tests/test_convergence.py):
+# NEXUS_CONVERGE_HISTORIES seeded histories (default 50), each applied six
+# ways; figures in build/convergence-figures.jsonl. NEXUS_CONVERGE_SEED
+# reruns a reported seed.
+soak:
+	NEXUS_CONVERGE_HISTORIES=$${NEXUS_CONVERGE_HISTORIES:-50} NEXUS_CONVERGE_OPS=$${NEXUS_CONVERGE_OPS:-150} \
+	NEXUS_CONVERGE_KILLS=$${NEXUS_CONVERGE_KILLS:-3} \
+	    bash tests/run -s -k test_order_independence
 
 demo:
 	bash deploy/local/demo
