@@ -172,7 +172,8 @@ static enum ns_err node_parents(const struct mapping *map,
             err = buf_addf(b,
                            " THEN [] ELSE [1] END |\n"
                            "  MERGE (p:%s {%s: row.par[%zu]})\n"
-                           "  MERGE (p)-[:%s]->(w))\n",
+                           "  MERGE (p)-[pr:%s]->(w)\n"
+                           "  SET pr.srcLsn = row.lsn, pr.srcEpoch = row.ep)\n",
                            par->label, pkey, i, par->type);
     }
     return err;
@@ -209,6 +210,15 @@ static enum ns_err node_upsert(const struct mapping *map,
     return err;
 }
 
+/*
+ * A node delete removes the node's relationships at or before its own
+ * position: the parent links of its own upserts, and links other workers
+ * made before the delete. A relationship written after it (a link to the
+ * re-created row, applied first by a worker that was ahead) stays, and the
+ * node then stays too, as a bare placeholder (only its key) that the
+ * re-create fills in; a relationship without a position (older versions)
+ * goes.
+ */
 static enum ns_err node_delete(const struct mapping_table *tbl, struct buf *b)
 {
     char key_expr[160];
@@ -220,8 +230,21 @@ static enum ns_err node_delete(const struct mapping_table *tbl, struct buf *b)
                    "OPTIONAL MATCH (n:%s {%s: row.k})\n"
                    "WITH row, n WHERE n IS NULL OR n.srcLsn IS NULL OR "
                    "[coalesce(n.srcEpoch, 0), n.srcLsn] <= " ROW_POS "\n"
-                   "DETACH DELETE n\n",
-                   tbl->label, tbl->key_property);
+                   "CALL { WITH row, n\n"
+                   "  OPTIONAL MATCH (n)-[r]-()\n"
+                   "  WITH r WHERE r IS NOT NULL AND (r.srcLsn IS NULL OR "
+                   "[coalesce(r.srcEpoch, 0), r.srcLsn] <= " ROW_POS ")\n"
+                   "  DELETE r }\n"
+                   "CALL { WITH n\n"
+                   "  OPTIONAL MATCH (n)-[rest]-()\n"
+                   "  WITH n, count(rest) AS newer WHERE n IS NOT NULL\n"
+                   "  FOREACH (_ IN CASE WHEN newer = 0 THEN [1] ELSE [] END |"
+                   " DELETE n)\n"
+                   "  FOREACH (_ IN CASE WHEN newer > 0 THEN [1] ELSE [] END |"
+                   " SET n = {%s: n.%s}) }\n"
+                   "WITH DISTINCT row\n",
+                   tbl->label, tbl->key_property, tbl->key_property,
+                   tbl->key_property);
     if (!err)
         err = marker_write(b, key_expr);
     return err;

@@ -16,7 +16,7 @@ no other consumer group ever replays them."""
 import json
 import uuid
 
-from nexus import Worker, new_id as U, scratch_lanes, track, wait_until
+from nexus import Worker, new_id as U, run_tool, save_end_offsets, scratch_lanes, track, wait_until
 
 
 def make_worker(nx, tmp_path, name, sub="", **env):
@@ -184,3 +184,61 @@ def test_a_new_source_epoch_wins_over_old_positions(nx, project, tmp_path):
         assert w.stop() == 0
     finally:
         cleanup()
+
+
+def test_a_late_node_delete_keeps_newer_relationships(nx, project, tmp_path):
+    """A content item and a thread are created, deleted and created again
+    under the same keys; then a thread_content link and a message under the
+    thread are written. The message and thread workers run ahead and attach
+    CONTAINS_MESSAGE and INCLUDES to the nodes; the node deletes, applied
+    later one event per batch, must remove only what is older than the
+    delete: the newer relationships stay, on a placeholder that the
+    re-create fills in. (The soak run of tests/test_convergence.py found
+    this when a worker slowed by deadlock retries fell behind another.)"""
+    ci, th, msg = U(), U(), U()
+    groups, cuts = {}, {}
+    for name in ("thread", "content_item", "message"):
+        cuts[name] = str(tmp_path / f"cut-{name}.json")
+        save_end_offsets(nx, name, cuts[name])
+        groups[name] = f"order-late-{name}-{uuid.uuid4().hex[:8]}"
+        p = run_tool(nx, "nexus-replay", "--worker", name, "--group", groups[name], "--from-file", cuts[name],
+                     "--execute")
+        assert p.returncode == 0, p.stdout + p.stderr
+    t, pr = project["tenant"], project["project"]
+    for _ in range(2):  # created, deleted, created again
+        nx.psql(f"""INSERT INTO content_items (id, tenant_id, project_id, content_type, title)
+          VALUES ('{ci}', '{t}', '{pr}', 'text', 'late');
+        INSERT INTO threads (id, project_id, tenant_id, title) VALUES ('{th}', '{pr}', '{t}', 'late');""")
+        if _ == 0:
+            nx.psql(f"DELETE FROM content_items WHERE id = '{ci}'; DELETE FROM threads WHERE id = '{th}';")
+    nx.psql(f"INSERT INTO thread_content (thread_id, content_id, position) VALUES ('{th}', '{ci}', 7)")
+    nx.psql(f"INSERT INTO messages (id, thread_id, tenant_id, role, body) VALUES ('{msg}', '{th}', '{t}', "
+            f"'user', 'late')")
+
+    def start(name, sub, **env):
+        w = Worker(nx, name, str(tmp_path / f"{name}{sub}"), groups[name], **env)
+        return track(w).start()
+
+    # the message worker first: it owns no deleted row, so it only adds
+    # CONTAINS_MESSAGE; then the thread worker, whose lanes hold the thread's
+    # own create/delete/create and INCLUDES, one event per batch
+    m = start("message", "")
+    wait_until(lambda: nx.cypher_value("MATCH (:Thread {id: $t})-[r:CONTAINS_MESSAGE]->(:Message {id: $m}) "
+                                       "RETURN count(r)", {"t": th, "m": msg}) == 1, 120, what="message applied")
+    assert m.stop() == 0
+    w = start("thread", "", NEXUS_BATCH_MAX=1)
+    wait_until(lambda: nx.scalar(f"SELECT sync_status FROM thread_content WHERE thread_id = '{th}'") == "SUCCESS",
+               120, what="INCLUDES applied")
+    w.wait_caught_up()
+    assert w.stop() == 0
+    w = start("content_item", "", NEXUS_BATCH_MAX=1)
+    wait_until(lambda: nx.scalar(f"SELECT sync_status FROM content_items WHERE id = '{ci}'") == "SUCCESS",
+               120, what="the item's events applied")
+    w.wait_caught_up()
+    assert w.stop() == 0
+    assert nx.cypher_value("MATCH (:Thread {id: $t})-[r:INCLUDES]->(:ContentItem {id: $c}) WHERE r.validTo IS NULL "
+                           "RETURN count(r)", {"t": th, "c": ci}) == 1
+    assert nx.cypher_value("MATCH (:Thread {id: $t})-[r:CONTAINS_MESSAGE]->(:Message {id: $m}) RETURN count(r)",
+                           {"t": th, "m": msg}) == 1
+    assert nx.cypher_value("MATCH (c:ContentItem {id: $c}) RETURN c.title", {"c": ci}) == "late"
+    assert nx.cypher_value("MATCH (t:Thread {id: $t}) RETURN t.title", {"t": th}) == "late"
