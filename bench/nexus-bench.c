@@ -107,8 +107,8 @@ static enum ns_err sink_row_map(struct buf *b, const struct mapping_table *tbl,
         err = buf_addf(b, "WITH event, {a: r.%s, b: r.%s", tbl->from.column,
                        tbl->to.column);
     if (!err)
-        err = buf_addf(b, ", lsn: event.source.lsn, ts: event.source.ts_ms, "
-                          "v: r.pg_version");
+        err = buf_addf(b, ", ep: 0, lsn: event.source.lsn, "
+                          "ts: event.source.ts_ms, v: r.pg_version");
     if (!err && action == CHANGE_UPSERT) {
         err = buf_adds(b, ", p: {");
         for (size_t i = 0; !err && i < tbl->prop_count; i++) {
@@ -205,8 +205,15 @@ static void strip_return(char *text)
     if (!last)
         return;
     *last = '\0';
-    if (last - text >= 12 && strcmp(last - 12, "WITH row, n\n") == 0)
-        *(last - 12) = '\0';
+    /* the WITH line just before it, if any */
+    if (last > text && last[-1] == '\n') {
+        char *line = last - 1;
+
+        while (line > text && line[-1] != '\n')
+            line--;
+        if (strncmp(line, "WITH ", 5) == 0)
+            *line = '\0';
+    }
 }
 
 static enum ns_err sink_table(struct buf *out, const struct mapping *map,
