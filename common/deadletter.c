@@ -78,7 +78,7 @@ enum ns_err deadletter_send(struct dlq *dlq, struct batch_item *items,
     struct send_args a = {dlq, items, n, metrics, lane_events};
     enum ns_err err;
 
-    err = retry_run(policy, poller, 0, "could not send to the DLQ", try_send,
+    err = retry_run(policy, poller, NS_OK, "could not send to the DLQ", try_send,
                     &a, errstr, errstr_size);
     if (err)
         return NS_ERR_KAFKA;

@@ -114,7 +114,7 @@ static enum ns_err apply_run(struct batch_run *run, char *errstr,
         return wb_err;
     }
     if (ns_err_is_retriable(err) && !*env->revoked)
-        err = retry_run(env->policy, env->poller, 1, "could not commit to "
+        err = retry_run(env->policy, env->poller, err, "could not commit to "
                         "Neo4j", try_apply, run, errstr, errstr_size);
     if (err && !*env->revoked)
         log_msg(LOG_ERROR, "could not apply batch: %s", errstr);

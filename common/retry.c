@@ -47,18 +47,19 @@ int retry_backoff(const struct retry_policy *policy,
 }
 
 enum ns_err retry_run(const struct retry_policy *policy,
-                      const struct retry_poller *poller, int first_attempt,
+                      const struct retry_poller *poller, enum ns_err prior,
                       const char *what, retry_op op, void *arg, char *errstr,
                       size_t errstr_size)
 {
-    struct retry_state state = {first_attempt, 0};
+    struct retry_state state = {0, 0};
     char *last = NULL;
-    enum ns_err err;
+    enum ns_err err = prior;
 
     for (;; state.attempt++) {
         char line[1200];
 
-        err = op(arg, &state, errstr, errstr_size);
+        if (state.attempt > 0 || !prior)
+            err = op(arg, &state, errstr, errstr_size);
         if (!err || !ns_err_is_retriable(err))
             break;
         if (last && strcmp(last, errstr) == 0) {

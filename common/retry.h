@@ -63,12 +63,13 @@ int retry_backoff(const struct retry_policy *policy,
 /*
  * Run op until it returns NS_OK or a non-retriable error, waiting between
  * tries; what names the operation in the log ("could not write sync
- * status to PostgreSQL"). first_attempt lets a caller that tried once by
- * itself continue the count. Returns op's last result; when the poller
- * gave up, the last retriable error with errstr saying so.
+ * status to PostgreSQL"). prior is NS_OK, or the retriable error of a try
+ * the caller made by itself, whose message errstr then holds: the loop
+ * starts with the wait. Returns op's last result; when the poller gave
+ * up, the last retriable error with errstr saying so.
  */
 enum ns_err retry_run(const struct retry_policy *policy,
-                      const struct retry_poller *poller, int first_attempt,
+                      const struct retry_poller *poller, enum ns_err prior,
                       const char *what, retry_op op, void *arg, char *errstr,
                       size_t errstr_size);
 

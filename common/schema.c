@@ -54,7 +54,7 @@ enum ns_err schema_ensure(struct neo4j_client *nc, const struct mapping *map,
         goto cleanup;
     }
     a.text = buf_str(&text);
-    err = retry_run(policy, poller, 0, "could not create Neo4j constraints",
+    err = retry_run(policy, poller, NS_OK, "could not create Neo4j constraints",
                     try_schema, &a, why, sizeof(why));
     if (err)
         ns_err_set(errstr, errstr_size, "could not create Neo4j "

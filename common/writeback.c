@@ -204,7 +204,7 @@ enum ns_err writeback_finish(struct writeback *wb,
         return NS_OK;
     wb->busy = 1;
     if (poller)
-        err = retry_run(policy, poller, 0, "could not write sync status to "
+        err = retry_run(policy, poller, NS_OK, "could not write sync status to "
                         "PostgreSQL", try_write, wb, errstr, errstr_size);
     else
         err = try_write(wb, &once, errstr, errstr_size);
