@@ -33,14 +33,18 @@ int retry_backoff(const struct retry_policy *policy,
     if (poller && poller->pause)
         poller->pause(poller->opaque, 1);
     until = metrics_now_ms() + delay;
-    while (!gave_up && (now = metrics_now_ms()) < until) {
-        int slice = until - now > 100 ? 100 : (int)(until - now);
+    /* the poller is asked at least once, however short the delay: a stop
+     * or a rebalance must end a loop of quick retries too */
+    do {
+        now = metrics_now_ms();
+        int slice = until - now > 100 ? 100 : until > now ? (int)(until - now)
+                                                         : 0;
 
         if (poller && poller->poll)
             gave_up = poller->poll(poller->opaque, slice);
         else
             nanosleep(&(struct timespec){0, (long)slice * 1000000L}, NULL);
-    }
+    } while (!gave_up && metrics_now_ms() < until);
     if (poller && poller->pause)
         poller->pause(poller->opaque, 0);
     return gave_up;
