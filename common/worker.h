@@ -9,7 +9,7 @@
 #ifndef NS_WORKER_H
 #define NS_WORKER_H
 
-#define NEXUS_VERSION "0.1.0"
+#include "version.h"
 
 /*
  * Parse the command line (--help, --version, --config FILE, --dump-config),

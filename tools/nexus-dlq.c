@@ -40,7 +40,7 @@
 #include "err.h"
 #include "log.h"
 #include "mapping.h"
-#include "worker.h"
+#include "version.h"
 
 #define DLQ_TOOL_NAME "nexus-dlq"
 
