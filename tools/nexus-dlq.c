@@ -40,6 +40,7 @@
 #include "err.h"
 #include "log.h"
 #include "mapping.h"
+#include "kafka.h"
 #include "version.h"
 
 #define DLQ_TOOL_NAME "nexus-dlq"
@@ -444,61 +445,6 @@ static void filter_describe(const struct options *opts, char *out,
 
 /* ---- Kafka ------------------------------------------------------------- */
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
-                         const char *buf)
-{
-    enum log_level lvl = level <= 3 ? LOG_ERROR : level <= 4 ? LOG_WARN :
-                         level <= 6 ? LOG_INFO : LOG_DEBUG;
-
-    (void)rk;
-    /* librdkafka's info lines are routine: only debug shows them */
-    if (lvl == LOG_INFO)
-        lvl = LOG_DEBUG;
-    if (log_enabled(lvl))
-        log_msg(lvl, "rdkafka %s: %s", fac, buf);
-}
-
-/* The configuration's Kafka properties, then ours. */
-static enum ns_err kafka_conf_new(const struct config *cfg,
-                                  const char *const *extra,
-                                  rd_kafka_conf_t **out, char *errstr,
-                                  size_t errstr_size)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char kerr[512];
-    enum ns_err err = NS_OK;
-
-    *out = NULL;
-    if (!conf) {
-        ns_err_set(errstr, errstr_size, "out of memory");
-        return NS_ERR_NOMEM;
-    }
-    for (size_t i = 0; i < cfg->kafka_prop_count; i++)
-        if (rd_kafka_conf_set(conf, cfg->kafka_props[2 * i],
-                              cfg->kafka_props[2 * i + 1], kerr,
-                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
-                       cfg->kafka_props[2 * i], kerr);
-            err = NS_ERR_CONFIG;
-            goto cleanup;
-        }
-    for (size_t i = 0; extra[i]; i += 2)
-        if (rd_kafka_conf_set(conf, extra[i], extra[i + 1], kerr,
-                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
-                       extra[i], kerr);
-            err = NS_ERR_CONFIG;
-            goto cleanup;
-        }
-    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
-    *out = conf;
-    conf = NULL;
-cleanup:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    return err;
-}
-
 /* A consumer that is only ever assigned partitions: it joins no group and
  * commits nothing (group.id is set because librdkafka wants one). */
 static enum ns_err reader_new(const struct config *cfg, rd_kafka_t **out,
@@ -516,7 +462,8 @@ static enum ns_err reader_new(const struct config *cfg, rd_kafka_t **out,
     enum ns_err err;
 
     *out = NULL;
-    err = kafka_conf_new(cfg, extra, &conf, errstr, errstr_size);
+    err = kafka_conf_new(NULL, (const char *const *)cfg->kafka_props,
+                         extra, 1, &conf, errstr, errstr_size);
     if (err)
         return err;
     *out = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
@@ -1173,7 +1120,8 @@ static enum ns_err redrive_produce(const struct config *cfg,
     enum ns_err err;
     size_t failed = 0;
 
-    err = kafka_conf_new(cfg, extra, &conf, errstr, errstr_size);
+    err = kafka_conf_new(NULL, (const char *const *)cfg->kafka_props,
+                         extra, 1, &conf, errstr, errstr_size);
     if (err)
         goto cleanup;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
