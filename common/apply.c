@@ -252,6 +252,68 @@ static void record_group(const struct group *g, const struct change *changes,
                                    first_gv);
 }
 
+struct apply_plan {
+    struct group *groups;
+    size_t count;
+    struct neo4j_stmt *stmts;     /* one per group, borrowing its text */
+};
+
+void apply_plan_free(struct apply_plan *plan)
+{
+    if (!plan)
+        return;
+    groups_free(plan->groups, plan->count);
+    free(plan->stmts);
+    free(plan);
+}
+
+enum ns_err apply_plan_build(const struct mapping *map,
+                             const struct change *changes, const size_t *idx,
+                             size_t n, struct apply_plan **out, char *errstr,
+                             size_t errstr_size)
+{
+    struct apply_plan *plan = calloc(1, sizeof(*plan));
+    size_t *all = NULL;
+    enum ns_err err = NS_OK;
+
+    if (!plan || (!idx && !(all = malloc((n ? n : 1) * sizeof(*all))))) {
+        err = NS_ERR_NOMEM;
+        snprintf(errstr, errstr_size, "out of memory planning %zu changes", n);
+        goto cleanup;
+    }
+    for (size_t i = 0; all && i < n; i++)
+        all[i] = i;
+    err = build_groups(map, changes, idx ? idx : all, n, &plan->groups,
+                       &plan->count, errstr, errstr_size);
+    if (err)
+        goto cleanup;
+    plan->stmts = calloc(plan->count ? plan->count : 1, sizeof(*plan->stmts));
+    if (!plan->stmts) {
+        err = NS_ERR_NOMEM;
+        snprintf(errstr, errstr_size, "out of memory for %zu statements",
+                 plan->count);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < plan->count; i++) {
+        plan->stmts[i].cypher = buf_str(&plan->groups[i].text);
+        plan->stmts[i].params = plan->groups[i].params;
+    }
+    *out = plan;
+    plan = NULL;
+
+cleanup:
+    free(all);
+    apply_plan_free(plan);
+    return err;
+}
+
+const struct neo4j_stmt *apply_plan_statements(const struct apply_plan *plan,
+                                               size_t *count)
+{
+    *count = plan->count;
+    return plan->stmts;
+}
+
 /* One transaction over the changes idx[0..n). */
 static enum ns_err run_once(struct neo4j_client *nc, const struct mapping *map,
                             const struct change *changes, const size_t *idx,
@@ -259,40 +321,27 @@ static enum ns_err run_once(struct neo4j_client *nc, const struct mapping *map,
                             struct apply_stats *stats, char *errstr,
                             size_t errstr_size)
 {
-    struct group *groups = NULL;
-    struct neo4j_stmt *stmts = NULL;
+    struct apply_plan *plan = NULL;
     cJSON *res = NULL;
-    size_t count = 0, failed = 0;
+    size_t failed = 0;
     enum ns_err err;
 
-    err = build_groups(map, changes, idx, n, &groups, &count, errstr,
-                       errstr_size);
+    err = apply_plan_build(map, changes, idx, n, &plan, errstr, errstr_size);
     if (err)
         goto cleanup;
-    stmts = calloc(count ? count : 1, sizeof(*stmts));
-    if (!stmts) {
-        err = NS_ERR_NOMEM;
-        snprintf(errstr, errstr_size, "out of memory for %zu statements",
-                 count);
-        goto cleanup;
-    }
-    for (size_t i = 0; i < count; i++) {
-        stmts[i].cypher = buf_str(&groups[i].text);
-        stmts[i].params = groups[i].params;
-    }
     stats->transactions++;
-    stats->statements += (unsigned)count;
-    err = neo4j_run(nc, stmts, count, &res, &failed, errstr, errstr_size);
+    stats->statements += (unsigned)plan->count;
+    err = neo4j_run(nc, plan->stmts, plan->count, &res, &failed, errstr,
+                    errstr_size);
     if (err)
         goto cleanup;
-    for (size_t i = 0; i < count; i++)
-        record_group(&groups[i], changes, cJSON_GetArrayItem(res, (int)i),
+    for (size_t i = 0; i < plan->count; i++)
+        record_group(&plan->groups[i], changes, cJSON_GetArrayItem(res, (int)i),
                      results);
 
 cleanup:
     cJSON_Delete(res);
-    free(stmts);
-    groups_free(groups, count);
+    apply_plan_free(plan);
     return err;
 }
 

@@ -49,4 +49,26 @@ enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
                           struct apply_stats *stats, char *errstr,
                           size_t errstr_size);
 
+/*
+ * The plan of one transaction: the UNWIND statements over changes
+ * idx[0..n) (over changes[0..n) when idx is NULL), in the order
+ * apply_changes() sends them. Exported for the unit tests, which check
+ * that order and measure the memory a plan takes.
+ * On NS_OK *out is owned by the caller (apply_plan_free); it borrows
+ * map and the changes' rows, which must outlive it. On failure *out is
+ * untouched and errstr says why (NS_ERR_NOMEM, or the statement error).
+ */
+struct apply_plan;
+enum ns_err apply_plan_build(const struct mapping *map,
+                             const struct change *changes, const size_t *idx,
+                             size_t n, struct apply_plan **out, char *errstr,
+                             size_t errstr_size);
+
+/* The plan's statements, *count of them, owned by the plan. */
+const struct neo4j_stmt *apply_plan_statements(const struct apply_plan *plan,
+                                               size_t *count);
+
+/* Free a plan; NULL ok. */
+void apply_plan_free(struct apply_plan *plan);
+
 #endif
