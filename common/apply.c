@@ -416,11 +416,14 @@ static void record_group(const struct group *g, const struct change *changes,
                                    first_gv);
 }
 
-/* One transaction over the changes idx[0..n). */
+/* One transaction over the changes idx[0..n) (all n when idx is NULL).
+ * *failure: how neo4j_run ended (NEO4J_FAILURE_LOCAL when the plan could
+ * not be built). */
 static enum ns_err run_once(struct neo4j_client *nc, const struct mapping *map,
                             const struct change *changes, const size_t *idx,
                             size_t n, struct apply_result *results,
-                            struct apply_stats *stats, char *errstr,
+                            struct apply_stats *stats,
+                            enum neo4j_failure *failure, char *errstr,
                             size_t errstr_size)
 {
     struct apply_plan *plan = NULL;
@@ -428,6 +431,7 @@ static enum ns_err run_once(struct neo4j_client *nc, const struct mapping *map,
     size_t failed = 0;
     enum ns_err err;
 
+    *failure = NEO4J_FAILURE_LOCAL;
     err = apply_plan_build(map, changes, idx, n, &plan, errstr, errstr_size);
     if (err)
         goto cleanup;
@@ -435,6 +439,7 @@ static enum ns_err run_once(struct neo4j_client *nc, const struct mapping *map,
     stats->statements += (unsigned)plan->count;
     err = neo4j_run(nc, plan->stmts, plan->count, &res, &failed, errstr,
                     errstr_size);
+    *failure = neo4j_last_failure(nc);
     if (err)
         goto cleanup;
     for (size_t i = 0; i < plan->count; i++)
@@ -447,83 +452,122 @@ cleanup:
     return err;
 }
 
+/* Codes of contention between writers: the same change commits once the
+ * other transaction is done, so they are retried even in a forced split. */
+static int contention(const char *reason)
+{
+    static const char deadlock[] =
+        "Neo.TransientError.Transaction.DeadlockDetected";
+    static const char lock[] = "Neo.TransientError.Transaction.Lock";
+
+    return strncmp(reason, deadlock, sizeof(deadlock) - 1) == 0 ||
+           strncmp(reason, lock, sizeof(lock) - 1) == 0;
+}
+
+/* Whether the failed single transaction of one change marks it FAILED
+ * (else the split stops and the error is returned). Contract in apply.h. */
+static int change_rejected(enum ns_err err, enum neo4j_failure failure,
+                           const char *why, int force)
+{
+    if (err == NS_ERR_NEO4J_PERMANENT)
+        return 1;
+    return force && err == NS_ERR_NEO4J_TRANSIENT &&
+           failure == NEO4J_FAILURE_ANSWERED && !contention(why);
+}
+
+/* Whether each of n > 1 changes was rejected alike: the same Neo4j code
+ * (the reason up to its first ": "), or, for a reason without one (a
+ * proxy's status, a size cap), the same whole reason. */
+static int rejected_alike(const struct apply_result *results, size_t n)
+{
+    const char *first = results[0].reason;
+    const char *end = strstr(first, ": ");
+    size_t len = strncmp(first, "Neo.", 4) == 0 && end ?
+                 (size_t)(end - first) + 2 : strlen(first) + 1;
+
+    for (size_t i = 0; i < n; i++)
+        if (results[i].status != APPLY_FAILED ||
+            strncmp(results[i].reason, first, len) != 0)
+            return 0;
+    return n > 1;
+}
+
+/* Apply each change alone so one bad row cannot hold back the others.
+ * Rare, so simplicity wins over fewer round trips. */
+static enum ns_err apply_split(struct neo4j_client *nc,
+                               const struct mapping *map,
+                               const struct change *changes, size_t n,
+                               struct apply_result *results,
+                               struct apply_stats *stats,
+                               const struct apply_options *opts,
+                               char *errstr, size_t errstr_size)
+{
+    int force = opts && opts->force_split;
+
+    for (size_t i = 0; i < n; i++) {
+        enum neo4j_failure failure;
+        enum ns_err err;
+        char why[512];
+
+        if (opts && opts->tick)
+            opts->tick(opts->tick_opaque);
+        err = run_once(nc, map, changes, &i, 1, results, stats, &failure, why,
+                       sizeof(why));
+        if (!err)
+            continue;
+        if (!change_rejected(err, failure, why, force)) {
+            snprintf(errstr, errstr_size, "%s", why);
+            return err;
+        }
+        results[i].status = APPLY_FAILED;
+        snprintf(results[i].reason, sizeof(results[i].reason), "%.250s", why);
+    }
+    /* No set of events is that uniformly bad: the cause is the server, a
+     * proxy or the statements' shape (a schema or version change).
+     * Dead-lettering would drop the whole batch; nothing was committed,
+     * so retry it. */
+    if (rejected_alike(results, n)) {
+        snprintf(errstr, errstr_size, "all %zu changes rejected alike, "
+                 "retrying the batch: %.400s", n, results[0].reason);
+        for (size_t i = 0; i < n; i++)
+            memset(&results[i], 0, sizeof(results[i]));
+        return NS_ERR_NEO4J_TRANSIENT;
+    }
+    return NS_OK;
+}
+
 enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
                           const struct change *changes, size_t n,
                           struct apply_result *results,
-                          struct apply_stats *stats, char *errstr,
+                          struct apply_stats *stats,
+                          const struct apply_options *opts, char *errstr,
                           size_t errstr_size)
 {
-    size_t *idx = NULL;
-    enum ns_err err = NS_OK;
+    enum neo4j_failure failure;
+    enum ns_err err;
 
     memset(stats, 0, sizeof(*stats));
     for (size_t i = 0; i < n; i++)
         memset(&results[i], 0, sizeof(results[i]));
     if (n == 0)
         return NS_OK;
-    idx = malloc(n * sizeof(*idx));
-    if (!idx) {
-        snprintf(errstr, errstr_size, "out of memory for %zu changes", n);
-        return NS_ERR_NOMEM;
+    if (opts && opts->force_split) {
+        log_msg(LOG_WARN, "applying a batch of %zu changes one by one, as "
+                "asked after repeated failures", n);
+        return apply_split(nc, map, changes, n, results, stats, opts, errstr,
+                           errstr_size);
     }
-    for (size_t i = 0; i < n; i++)
-        idx[i] = i;
-
-    err = run_once(nc, map, changes, idx, n, results, stats, errstr,
-                   errstr_size);
-    if (err != NS_ERR_NEO4J_PERMANENT || n == 1) {
-        if (err == NS_ERR_NEO4J_PERMANENT) {
-            results[0].status = APPLY_FAILED;
-            snprintf(results[0].reason, sizeof(results[0].reason), "%s",
-                     errstr);
-            err = NS_OK;
-        }
-        goto cleanup;
+    err = run_once(nc, map, changes, NULL, n, results, stats, &failure,
+                   errstr, errstr_size);
+    if (err != NS_ERR_NEO4J_PERMANENT)
+        return err;
+    if (n == 1) {
+        results[0].status = APPLY_FAILED;
+        snprintf(results[0].reason, sizeof(results[0].reason), "%s", errstr);
+        return NS_OK;
     }
-
-    /* Split: apply each change alone so one bad row cannot hold back the
-     * others. Rare, so simplicity wins over fewer round trips. */
     log_msg(LOG_WARN, "batch of %zu changes rejected by Neo4j, applying them "
             "one by one: %s", n, errstr);
-    for (size_t i = 0; i < n; i++) {
-        char why[512];
-
-        err = run_once(nc, map, changes, &idx[i], 1, results, stats, why,
-                       sizeof(why));
-        if (err == NS_ERR_NEO4J_PERMANENT) {
-            results[i].status = APPLY_FAILED;
-            snprintf(results[i].reason, sizeof(results[i].reason), "%.250s", why);
-            err = NS_OK;
-        } else if (err) {
-            snprintf(errstr, errstr_size, "%s", why);
-            goto cleanup;
-        }
-    }
-    /* Every change of the batch (n > 1 here) rejected with the same code:
-     * no set of events is that uniformly bad, the cause is the server or
-     * the statements' shape (a schema or version change). Dead-lettering
-     * would drop the whole batch; nothing was committed, so retry it. */
-    {
-        /* the code is the reason up to its first ": " */
-        const char *end = strstr(results[0].reason, ": ");
-        size_t len = end ? (size_t)(end - results[0].reason) : 0;
-        size_t same = 0;
-
-        while (len && strncmp(results[0].reason, "Neo.", 4) == 0 &&
-               same < n && results[same].status == APPLY_FAILED &&
-               strncmp(results[same].reason, results[0].reason,
-                       len + 2) == 0)
-            same++;
-        if (same == n) {
-            snprintf(errstr, errstr_size, "all %zu changes rejected alike, "
-                     "retrying the batch: %.400s", n, results[0].reason);
-            for (size_t i = 0; i < n; i++)
-                memset(&results[i], 0, sizeof(results[i]));
-            err = NS_ERR_NEO4J_TRANSIENT;
-        }
-    }
-
-cleanup:
-    free(idx);
-    return err;
+    return apply_split(nc, map, changes, n, results, stats, opts, errstr,
+                       errstr_size);
 }
