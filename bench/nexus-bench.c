@@ -607,7 +607,7 @@ static int cmd_ceiling(const struct mapping *map, int argc, char **argv)
             long delay_ms = 50L << (attempt < 6 ? attempt : 6);
 
             err = apply_changes(nc, map, batches[i].changes, batches[i].count,
-                                results, &st, errstr, sizeof(errstr));
+                                results, &st, NULL, errstr, sizeof(errstr));
             transactions += st.transactions;
             statements += st.statements;
             if (err != NS_ERR_NEO4J_TRANSIENT || attempt == 60)

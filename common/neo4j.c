@@ -33,6 +33,7 @@ struct neo4j_client {
     struct buf req;               /* request body, capped */
     struct buf resp;              /* response body, capped */
     int resp_overflow;            /* the write callback hit the cap */
+    enum neo4j_failure failure;   /* how the last neo4j_run ended */
     char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -450,6 +451,18 @@ enum ns_err neo4j_classify(const char *code)
     return NS_ERR_NEO4J_TRANSIENT;
 }
 
+enum neo4j_failure neo4j_last_failure(const struct neo4j_client *nc)
+{
+    return nc->failure;
+}
+
+/* A status that says the server or a gateway cannot take requests now. */
+static int neo4j_status_unavailable(long status)
+{
+    return status == 408 || status == 429 || status == 502 ||
+           status == 503 || status == 504;
+}
+
 /*
  * Contract in neo4j.h. Failure paths, in order: the body cannot be built or
  * is too large (permanent: the batch must be split, or a parameter is not
@@ -476,6 +489,7 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
         *results = NULL;
     if (failed_stmt)
         *failed_stmt = n;
+    nc->failure = NEO4J_FAILURE_LOCAL;
     for (size_t i = 0; i < n; i++) {
         if (!stmts[i].cypher ||
             (stmts[i].params && !cJSON_IsObject(stmts[i].params))) {
@@ -527,6 +541,8 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
     /* The body buffer is reused; leave no stale pointer in the handle.
      * Setting a pointer option cannot fail. */
     (void)curl_easy_setopt(nc->curl, CURLOPT_POSTFIELDS, NULL);
+    nc->failure = rc == CURLE_OK || nc->resp_overflow ?
+                  NEO4J_FAILURE_ANSWERED : NEO4J_FAILURE_UNREACHED;
     if (rc != CURLE_OK) {
         if (nc->resp_overflow) {
             err = NS_ERR_NEO4J_PERMANENT;
@@ -548,6 +564,8 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
 
     resp = cJSON_ParseWithLength(buf_str(&nc->resp), nc->resp.len);
     if (!resp || !cJSON_IsObject(resp)) {
+        if (neo4j_status_unavailable(status))
+            nc->failure = NEO4J_FAILURE_UNREACHED;
         err = NS_ERR_NEO4J_TRANSIENT;
         ns_err_set(errstr, errstr_size,
                       "could not parse the Neo4j response: HTTP %ld, %zu "
@@ -576,6 +594,8 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
         goto cleanup;
     }
     if (status < 200 || status > 299) {
+        if (neo4j_status_unavailable(status))
+            nc->failure = NEO4J_FAILURE_UNREACHED;
         err = NS_ERR_NEO4J_TRANSIENT;
         ns_err_set(errstr, errstr_size,
                       "Neo4j answered HTTP %ld without an error code", status);
@@ -592,6 +612,8 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
         *results = cJSON_DetachItemFromObjectCaseSensitive(resp, "results");
 
 cleanup:
+    if (!err)
+        nc->failure = NEO4J_FAILURE_NONE;
     cJSON_Delete(resp);
     cJSON_Delete(body);
     return err;

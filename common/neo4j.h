@@ -79,4 +79,28 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
                       size_t n, struct cJSON **results, size_t *failed_stmt,
                       char *errstr, size_t errstr_size);
 
+/* How the last neo4j_run() of a client ended. */
+enum neo4j_failure {
+    NEO4J_FAILURE_NONE = 0,   /* it succeeded, or none ran yet */
+    NEO4J_FAILURE_LOCAL,      /* nothing was sent: the request could not be
+                                 built (no memory, too large, not JSON) */
+    NEO4J_FAILURE_UNREACHED,  /* no answer about the request: connection
+                                 refused or reset, timeout, TLS; or HTTP
+                                 408, 429, 502, 503 or 504 without a Neo4j
+                                 code (a server or a gateway says it is
+                                 unavailable or busy, not that the request
+                                 is wrong) */
+    NEO4J_FAILURE_ANSWERED    /* the server, or a proxy in front, answered
+                                 the request with an error: a Neo4j code,
+                                 another non-2xx status, a response past
+                                 the cap or not the expected JSON */
+};
+
+/*
+ * What the last neo4j_run() of nc ended with, for a caller that must tell
+ * an error the server answered (which may be the request's fault whatever
+ * its class) from no answer (never the request's fault).
+ */
+enum neo4j_failure neo4j_last_failure(const struct neo4j_client *nc);
+
 #endif

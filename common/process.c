@@ -59,7 +59,7 @@ static enum ns_err try_apply(void *arg, const struct retry_state *state,
 
     (void)state;
     err = apply_changes(run->env->nc, run->env->map, run->changes, run->nch,
-                        run->results, &st, errstr, errstr_size);
+                        run->results, &st, NULL, errstr, errstr_size);
     metrics->neo4j_ms_total += (double)(metrics_now_ms() - t0);
     metrics->neo4j_transactions += st.transactions;
     if (run->nch)
