@@ -451,6 +451,30 @@ enum ns_err neo4j_classify(const char *code)
     return NS_ERR_NEO4J_TRANSIENT;
 }
 
+/* Codes of the server's state, never of one request: a cluster between
+ * leaders, a database starting, stopped or read-only, credentials. */
+static const char *const neo4j_environment_prefixes[] = {
+    "Neo.ClientError.Cluster.",
+    "Neo.TransientError.Cluster.",
+    "Neo.ClientError.Database.DatabaseNotFound",
+    "Neo.TransientError.General.DatabaseUnavailable",
+    "Neo.ClientError.General.ForbiddenOnReadOnlyDatabase",
+    "Neo.ClientError.Security.",
+    "Neo.TransientError.Security.",
+};
+
+int neo4j_reason_is_environment(const char *reason)
+{
+    size_t n = sizeof(neo4j_environment_prefixes) /
+               sizeof(neo4j_environment_prefixes[0]);
+
+    for (size_t i = 0; reason && i < n; i++)
+        if (strncmp(reason, neo4j_environment_prefixes[i],
+                    strlen(neo4j_environment_prefixes[i])) == 0)
+            return 1;
+    return 0;
+}
+
 enum neo4j_failure neo4j_last_failure(const struct neo4j_client *nc)
 {
     return nc->failure;

@@ -57,6 +57,14 @@ enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
 enum ns_err neo4j_classify(const char *code);
 
 /*
+ * Non-zero when reason (an errstr that starts with the Neo4j code) names
+ * the server's state, not the request: a cluster between leaders, a
+ * database missing, unavailable or read-only, credentials. However often
+ * such an error repeats, it is never a poison pill.
+ */
+int neo4j_reason_is_environment(const char *reason);
+
+/*
  * Run n statements in one transaction.
  *
  * On success returns NS_OK and, when results is not NULL, *results is the

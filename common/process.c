@@ -7,6 +7,7 @@
 #include "change.h"
 #include "deadletter.h"
 #include "log.h"
+#include "neo4j.h"
 #include "prepare.h"
 
 /* The batch being processed, as the steps below share it. */
@@ -47,19 +48,52 @@ static enum ns_err writeback_rows(struct batch_run *run)
     return err;
 }
 
-/* One try of the batch's Neo4j transaction (retry_op). */
+/* Kafka is served between the single transactions of a split, so a
+ * long one cannot outlast max.poll.interval.ms (apply's tick). */
+static void serve_kafka(void *opaque)
+{
+    const struct retry_poller *poller = opaque;
+
+    poller->poll(poller->opaque, 0);
+}
+
+/*
+ * A poison pill: the same answer from the server, word for word,
+ * retry.poison_after times in a row, and not one that names the server's
+ * state (a leader switch, a database down or read-only) nor a server that
+ * did not answer. Then the batch itself is the cause: split it, and what
+ * fails alone is dead-lettered.
+ */
+static int is_poison(const struct batch_run *run,
+                     const struct retry_state *state, const char *last_error)
+{
+    return state->same_in_a_row >= run->env->cfg->poison_after &&
+           neo4j_last_failure(run->env->nc) == NEO4J_FAILURE_ANSWERED &&
+           !neo4j_reason_is_environment(last_error);
+}
+
+/* One try of the batch's Neo4j transaction (retry_op); errstr holds the
+ * last try's error when there was one. */
 static enum ns_err try_apply(void *arg, const struct retry_state *state,
                              char *errstr, size_t errstr_size)
 {
     struct batch_run *run = arg;
     struct metrics *metrics = run->env->metrics;
+    struct apply_options opts = {0, serve_kafka,
+                                 (void *)run->env->poller};
     struct apply_stats st;
     int64_t t0 = metrics_now_ms();
     enum ns_err err;
 
-    (void)state;
+    if (is_poison(run, state, errstr)) {
+        opts.force_split = 1;
+        log_msg(LOG_WARN, "the same failure %d times in a row: taking it as "
+                "the fault of an event of this batch; applying its %zu "
+                "changes one by one: %s", state->same_in_a_row, run->nch,
+                errstr);
+    }
     err = apply_changes(run->env->nc, run->env->map, run->changes, run->nch,
-                        run->results, &st, NULL, errstr, errstr_size);
+                        run->results, &st, &opts, errstr, errstr_size);
     metrics->neo4j_ms_total += (double)(metrics_now_ms() - t0);
     metrics->neo4j_transactions += st.transactions;
     if (run->nch)

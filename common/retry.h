@@ -44,7 +44,8 @@ struct retry_state {
 };
 
 /* One try. Returns NS_OK, a retriable error (ns_err_is_retriable) to be
- * tried again, or any other error to give up; writes errstr on failure. */
+ * tried again, or any other error to give up; writes errstr on failure.
+ * After a failure, errstr still holds its message when op is called. */
 typedef enum ns_err (*retry_op)(void *arg, const struct retry_state *state,
                                 char *errstr, size_t errstr_size);
 

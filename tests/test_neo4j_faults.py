@@ -146,3 +146,53 @@ def test_a_split_batch_failing_alike_is_retried_not_dead_lettered(nx, project, t
         w.stop()
         proxy.close()
         cleanup()
+
+
+def test_a_poison_pill_is_split_out_and_dead_lettered(nx, project, tmp_path):
+    """A proxy in front of Neo4j answers every request that carries one
+    tag's id with HTTP 400 and no Neo4j code (a gateway's request filter):
+    the same failure, word for word, on every retry. After
+    retry.poison_after (2 here) identical failures the batch is the cause:
+    it is split, the two good tags commit, the poison one goes to the DLQ
+    with the proxy's answer as its reason and its row is FAILED. Without
+    the rule the worker would retry the batch forever with its partition
+    paused. Real tag events, on a scratch topic; injected by
+    tests/faultproxy.py."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"faults-poison-{uuid.uuid4().hex[:8]}",
+                     NEXUS_NEO4J_URL=proxy.url, NEXUS_RETRY_MAX_MS=300, NEXUS_BATCH_MS=2000,
+                     NEXUS_RETRY_POISON_AFTER=2, NEXUS_MAPPING=mapping))
+    ids = new_tags(nx, project, 3, "poison")
+    poison, good = ids[0], ids[1:]
+    try:
+        events = []
+        for tid in ids:
+            m = wait_until(lambda: [m for m in nx.consume_all("nexus.normal.tag")
+                                    if m.get("payload") and f'"id":"{tid}"' in m["payload"]], 120,
+                           what="real tag event")[0]
+            events.append((m["key"], m["payload"]))
+        for key, value in events:
+            nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        rule = proxy.add_rule("POST", COMMIT, None, status=400, body="request blocked by the gateway",
+                              content_type="text/plain", match_body=poison)
+        w.start()
+        wait_until(lambda: tags_applied(nx, good) == 2, 120, what="the good tags applied")
+        dead = wait_until(lambda: nx.consume_all(f"{prefix}.dlq"), 120, what="a dead letter")
+        assert len(dead) == 1, dead
+        hdrs = dict(zip(dead[0]["headers"][0::2], dead[0]["headers"][1::2]))
+        assert f'"id":"{poison}"' in dead[0]["payload"]
+        assert "HTTP 400" in hdrs["nexus.reason"], hdrs
+        wait_until(lambda: nx.scalar(f"SELECT sync_status FROM tags WHERE id = '{poison}'") == "FAILED", 60,
+                   what="the poison row FAILED")
+        wait_until(lambda: synced(nx, good) == 2, 60, what="the good rows written back")
+        assert tags_applied(nx, [poison]) == 0
+        log = w.log_text()
+        assert "the same failure 2 times in a row" in log, log[-3000:]
+        # the batch, two retries, then the split: one request per change
+        assert rule.served >= 3
+    finally:
+        w.stop()
+        proxy.close()
+        cleanup()
