@@ -56,6 +56,51 @@ def kafka_admin(nx, *args):
     assert p.returncode == 0, p.stderr
 
 
+# --- 2. wrong database or credentials at start-up -----------------------------
+
+def start_and_wait_exit(nx, tmp_path, name, **env):
+    log = str(tmp_path / f"{name}.log")
+    p = nx.start_worker("tag", log, NEXUS_GROUP_ID=f"edges-{name}-{uuid.uuid4().hex[:8]}", **env)
+    try:
+        rc = p.wait(timeout=60)
+    finally:
+        stop_worker(p)
+    return rc, open(log, errors="replace").read()
+
+
+def test_wrong_neo4j_database_stops_the_worker_at_start(nx, tmp_path):
+    """Before: DatabaseNotFound was retried for ever at start-up."""
+    rc, log = start_and_wait_exit(nx, tmp_path, "db", NEXUS_NEO4J_DB="nosuchdb")
+    assert rc == 2, log[-2000:]
+    assert "Neo4j database \"nosuchdb\" does not exist" in log, log[-2000:]
+    assert "neo4j.database" in log and "NEXUS_NEO4J_DB" in log, log[-2000:]
+
+
+def test_wrong_neo4j_credentials_stop_the_worker_at_start(nx, tmp_path):
+    """A user that does not exist (a wrong password of the real user would
+    count towards Neo4j's lock-out of that user). Before: retried for ever."""
+    password = f"pw-{uuid.uuid4().hex}"
+    rc, log = start_and_wait_exit(nx, tmp_path, "auth", NEXUS_NEO4J_USER="nexus_no_such_user",
+                                  NEXUS_NEO4J_PASSWORD=password)
+    assert rc == 2, log[-2000:]
+    assert "Neo4j refused the credentials of user \"nexus_no_such_user\"" in log, log[-2000:]
+    assert password not in log, "the password must not be logged"
+
+
+def test_unreachable_neo4j_at_start_is_waited_for(nx, tmp_path):
+    """A closed port is an outage, not a configuration error: the worker
+    keeps retrying until it is stopped, and stops cleanly."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"edges-down-{uuid.uuid4().hex[:8]}",
+                     NEXUS_NEO4J_URL=f"http://127.0.0.1:{port}", NEXUS_RETRY_MAX_MS=500))
+    w.start()
+    wait_until(lambda: w.log_text().count("retry ") >= 2, 60, what="start-up retries while Neo4j is down")
+    assert w.proc.poll() is None, w.log_text()[-2000:]
+    assert w.stop() == 0
+
+
 # --- 3. PostgreSQL refusing the write-back ------------------------------------
 
 def synced(nx, ids):
