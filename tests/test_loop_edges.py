@@ -56,6 +56,115 @@ def kafka_admin(nx, *args):
     assert p.returncode == 0, p.stderr
 
 
+# --- 1. dead letters too large for the broker ---------------------------------
+
+def test_oversized_dead_letter_is_cut_and_the_partition_moves(nx, project, tmp_path):
+    """A malformed event of 500 KB on the lane, the DLQ topic taking at most
+    200,000 bytes a message: the dead letter arrives cut under that limit,
+    with nexus.truncated giving the real sizes and the source position
+    headers; the good event behind it is applied and the group commits
+    past both. nexus-dlq then re-drives the letter with its full value,
+    read back from the source topic. Before: the broker refused the letter
+    for good and the batch was retried for ever, every partition paused."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag",
+                                             dlq_configs=(f"max.message.bytes={DLQ_LIMIT}",))
+    topic, dlq = f"{prefix}.normal.tag", f"{prefix}.dlq"
+    group = f"edges-big-{uuid.uuid4().hex[:8]}"
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), group, NEXUS_MAPPING=mapping, NEXUS_BATCH_MS=1000,
+                     NEXUS_RETRY_MAX_MS=1000))
+    try:
+        good = new_tags(nx, project, 1, "edges-after-big")[0]
+        key, value = real_tag_event(nx, good)
+        bad = b'{"payload": "' + b"x" * BIG + b'"'   # cut JSON: a parse error
+        (tmp_path / "bad").write_bytes(bad)
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, str(tmp_path / "bad"))
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        w.start()
+        wait_until(lambda: tags_applied(nx, [good]) == 1, 120, what="the good event behind the big one")
+        dead = wait_until(lambda: read_topic(nx, dlq), 60, what="the dead letter")
+        assert len(dead) == 1, [headers(m) for m in dead]
+        h = headers(dead[0])
+        assert h["nexus.truncated"] == f"key={len(key)} value={len(bad)}", h
+        assert (h["nexus.source.topic"], h["nexus.source.partition"], h["nexus.source.offset"]) == \
+            (topic, "0", "0"), h
+        assert h["nexus.error.class"] == "parse", h
+        cut = dead[0]["payload"].encode()
+        assert 0 < len(cut) < DLQ_LIMIT and bad.startswith(cut), len(cut)
+        wait_until(lambda: w.caught_up(), 60, what="lag 0 after the big event")
+        assert "dead letter cut" in w.log_text()
+        assert w.stop() == 0
+
+        # re-drive: the value comes back whole, from the source topic
+        p = run_tool(nx, "nexus-dlq", "redrive", "--offset", "0:0", "--execute",
+                     NEXUS_MAPPING=mapping)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "restored" in p.stdout + p.stderr, p.stdout + p.stderr
+        lane = read_topic(nx, topic, 0)
+        assert len(lane) == 3
+        again = lane[2]
+        assert again["payload"].encode() == bad, len(again["payload"])
+        assert "nexus.truncated" not in headers(again), headers(again)
+        assert headers(again)["nexus.redrive.dlq.offset"] == "0"
+    finally:
+        if w.proc:
+            w.stop()
+        cleanup()
+
+
+def test_redrive_refuses_a_cut_letter_whose_original_is_gone(nx, tmp_path):
+    """A cut dead letter whose source record is no longer there (another
+    message at that offset) is refused with a message, and nothing is
+    written."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic, dlq = f"{prefix}.normal.tag", f"{prefix}.dlq"
+    try:
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", "k", input="something else")
+        hdrs = ["-H", f"nexus.source.topic={topic}", "-H", "nexus.source.partition=0",
+                "-H", "nexus.source.offset=0", "-H", "nexus.truncated=key=1 value=900000",
+                "-H", "nexus.reason=test", "-H", "nexus.error.class=parse"]
+        nx.kcat("-P", "-t", dlq, "-p", "0", "-k", "k", *hdrs, input="{\"cut")
+        p = run_tool(nx, "nexus-dlq", "redrive", "--offset", "0:0", "--execute",
+                     NEXUS_MAPPING=mapping)
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "cut" in p.stderr and "cannot be restored" in p.stderr, p.stderr
+        assert len(read_topic(nx, topic, 0)) == 1
+    finally:
+        cleanup()
+
+
+def test_dead_letter_refused_by_the_broker_is_sent_again_cut(nx, project, tmp_path):
+    """The DLQ topic's limit drops below a letter after the worker started
+    (it learned the old one): the broker refuses the letter as too large,
+    the worker sends it once more without its value, and goes on."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic, dlq = f"{prefix}.normal.tag", f"{prefix}.dlq"
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"edges-refused-{uuid.uuid4().hex[:8]}",
+                     NEXUS_MAPPING=mapping, NEXUS_BATCH_MS=500, NEXUS_RETRY_MAX_MS=1000))
+    try:
+        good = new_tags(nx, project, 1, "edges-after-refused")[0]
+        key, value = real_tag_event(nx, good)
+        w.start()
+        wait_until(lambda: "partitions assigned" in w.log_text(), 60, what="the worker's partitions")
+        kafka_admin(nx, "alter", dlq, f"max.message.bytes={DLQ_LIMIT}")
+        bad = b"[" + b"1," * (BIG // 2)   # cut JSON
+        (tmp_path / "bad").write_bytes(bad)
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, str(tmp_path / "bad"))
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        wait_until(lambda: tags_applied(nx, [good]) == 1, 120, what="the good event behind the refused letter")
+        dead = wait_until(lambda: read_topic(nx, dlq), 60, what="the dead letter")
+        assert len(dead) == 1
+        h = headers(dead[0])
+        assert h["nexus.truncated"] == f"key={len(key)} value={len(bad)}", h
+        assert not dead[0]["payload"], len(dead[0]["payload"])
+        assert h["nexus.source.offset"] == "0"
+        assert "as too large (Broker: Message size too large): sent again without its value" in w.log_text()
+        wait_until(lambda: w.caught_up(), 60, what="lag 0 after the refused letter")
+    finally:
+        if w.proc:
+            w.stop()
+        cleanup()
+
+
 # --- 2. wrong database or credentials at start-up -----------------------------
 
 def start_and_wait_exit(nx, tmp_path, name, **env):
