@@ -58,6 +58,13 @@ def kafka_admin(nx, *args):
 
 # --- 1. dead letters too large for the broker ---------------------------------
 
+def committed(nx, group, mapping):
+    """{(topic, partition): offset} the group committed, by nexus-replay."""
+    p = run_tool(nx, "nexus-replay", "--worker", "tag", "--group", group, "--save", "-", NEXUS_MAPPING=mapping)
+    assert p.returncode == 0, p.stderr
+    return {(o["topic"], o["partition"]): o["offset"] for o in json.loads(p.stdout)["offsets"]}
+
+
 def test_oversized_dead_letter_is_cut_and_the_partition_moves(nx, project, tmp_path):
     """A malformed event of 500 KB on the lane, the DLQ topic taking at most
     200,000 bytes a message: the dead letter arrives cut under that limit,
@@ -78,10 +85,11 @@ def test_oversized_dead_letter_is_cut_and_the_partition_moves(nx, project, tmp_p
         bad = b'{"payload": "' + b"x" * BIG + b'"'   # cut JSON: a parse error
         (tmp_path / "bad").write_bytes(bad)
         nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, str(tmp_path / "bad"))
-        nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
         w.start()
-        wait_until(lambda: tags_applied(nx, [good]) == 1, 120, what="the good event behind the big one")
         dead = wait_until(lambda: read_topic(nx, dlq), 60, what="the dead letter")
+        # a later batch: only a partition that moves on brings it in
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        wait_until(lambda: tags_applied(nx, [good]) == 1, 120, what="the good event behind the big one")
         assert len(dead) == 1, [headers(m) for m in dead]
         h = headers(dead[0])
         assert h["nexus.truncated"] == f"key={len(key)} value={len(bad)}", h
@@ -93,6 +101,7 @@ def test_oversized_dead_letter_is_cut_and_the_partition_moves(nx, project, tmp_p
         wait_until(lambda: w.caught_up(), 60, what="lag 0 after the big event")
         assert "dead letter cut" in w.log_text()
         assert w.stop() == 0
+        assert committed(nx, group, mapping) == {(topic, 0): 2}
 
         # re-drive: the value comes back whole, from the source topic
         p = run_tool(nx, "nexus-dlq", "redrive", "--offset", "0:0", "--execute",
@@ -138,7 +147,8 @@ def test_dead_letter_refused_by_the_broker_is_sent_again_cut(nx, project, tmp_pa
     the worker sends it once more without its value, and goes on."""
     mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
     topic, dlq = f"{prefix}.normal.tag", f"{prefix}.dlq"
-    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"edges-refused-{uuid.uuid4().hex[:8]}",
+    group = f"edges-refused-{uuid.uuid4().hex[:8]}"
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), group,
                      NEXUS_MAPPING=mapping, NEXUS_BATCH_MS=500, NEXUS_RETRY_MAX_MS=1000))
     try:
         good = new_tags(nx, project, 1, "edges-after-refused")[0]
@@ -149,9 +159,9 @@ def test_dead_letter_refused_by_the_broker_is_sent_again_cut(nx, project, tmp_pa
         bad = b"[" + b"1," * (BIG // 2)   # cut JSON
         (tmp_path / "bad").write_bytes(bad)
         nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, str(tmp_path / "bad"))
+        dead = wait_until(lambda: read_topic(nx, dlq), 60, what="the dead letter")
         nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
         wait_until(lambda: tags_applied(nx, [good]) == 1, 120, what="the good event behind the refused letter")
-        dead = wait_until(lambda: read_topic(nx, dlq), 60, what="the dead letter")
         assert len(dead) == 1
         h = headers(dead[0])
         assert h["nexus.truncated"] == f"key={len(key)} value={len(bad)}", h
@@ -159,6 +169,8 @@ def test_dead_letter_refused_by_the_broker_is_sent_again_cut(nx, project, tmp_pa
         assert h["nexus.source.offset"] == "0"
         assert "as too large (Broker: Message size too large): sent again without its value" in w.log_text()
         wait_until(lambda: w.caught_up(), 60, what="lag 0 after the refused letter")
+        assert w.stop() == 0
+        assert committed(nx, group, mapping) == {(topic, 0): 2}
     finally:
         if w.proc:
             w.stop()
