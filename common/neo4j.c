@@ -642,3 +642,38 @@ cleanup:
     cJSON_Delete(body);
     return err;
 }
+
+/*
+ * Contract in neo4j.h. neo4j_run writes "code: message". The loop retries
+ * these codes (a database briefly missing in a cluster); at start-up they
+ * are almost always a typo.
+ */
+enum ns_err neo4j_client_check(struct neo4j_client *nc, const char *db,
+                               const char *user, char *errstr,
+                               size_t errstr_size)
+{
+    struct neo4j_stmt stmt = {"RETURN 1", NULL};
+    char why[512];
+    enum ns_err err = neo4j_run(nc, &stmt, 1, NULL, NULL, why, sizeof(why));
+
+    if (!err)
+        return NS_OK;
+    if (strstr(why, "Neo.ClientError.Database.DatabaseNotFound:") == why) {
+        ns_err_set(errstr, errstr_size, "Neo4j database \"%s\" does not "
+                   "exist at %s: set neo4j.database (NEXUS_NEO4J_DB) to one "
+                   "that SHOW DATABASES lists, or create it (%s)", db,
+                   nc->shown, why);
+        return NS_ERR_CONFIG;
+    }
+    if (strstr(why, "Neo.ClientError.Security.Unauthorized:") == why ||
+        strstr(why, "Neo.ClientError.Security.CredentialsExpired:") == why) {
+        ns_err_set(errstr, errstr_size, "Neo4j refused the credentials of "
+                   "user \"%s\" at %s: check neo4j.user and the password "
+                   "(NEXUS_NEO4J_USER, NEXUS_NEO4J_PASSWORD or "
+                   "NEXUS_NEO4J_PASSWORD_FILE) (%s)", user ? user : "",
+                   nc->shown, why);
+        return NS_ERR_CONFIG;
+    }
+    ns_err_set(errstr, errstr_size, "%s", why);
+    return err == NS_ERR_NEO4J_PERMANENT ? NS_ERR_NEO4J_TRANSIENT : err;
+}

@@ -46,6 +46,23 @@ enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
                                      size_t errstr_size);
 
 /*
+ * Tell a configuration error from an outage before the worker starts: one
+ * cheap request (RETURN 1) against the client's database. db and user (may
+ * be NULL) only name them in the message.
+ *  - NS_OK: Neo4j answered;
+ *  - NS_ERR_CONFIG: the database does not exist (DatabaseNotFound) or the
+ *    credentials were refused (Security.Unauthorized, CredentialsExpired);
+ *    errstr says which setting to fix;
+ *  - anything else (NS_ERR_NEO4J_TRANSIENT, NS_ERR_NOMEM): not decided,
+ *    Neo4j unreachable or failing; the caller goes on and retries later.
+ * neo4j_run() itself never treats those codes as fatal: later, they may be
+ * a cluster's passing state.
+ */
+enum ns_err neo4j_client_check(struct neo4j_client *nc, const char *db,
+                               const char *user, char *errstr,
+                               size_t errstr_size);
+
+/*
  * Whether a Neo4j status code (the "code" of an errors[] entry, NULL when
  * there is none) is this request's fault: NS_ERR_NEO4J_PERMANENT for the
  * few codes that say the statement or its data are wrong (syntax, type,

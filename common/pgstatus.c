@@ -85,6 +85,7 @@ struct pg_status {
     int timeout_ms;               /* bound on one wait for results */
     size_t sent_count;
     const struct mapping_table *sent[PG_STATUS_SENT_MAX];
+    char last_sqlstate[6];        /* of the last write's failure, or "" */
 };
 
 /* libpq messages end in a newline and may span lines; keep the first. */
@@ -673,6 +674,7 @@ enum ns_err pg_status_send(struct pg_status *ps,
                    "flight");
         return NS_ERR_PG_PERMANENT;
     }
+    ps->last_sqlstate[0] = '\0';
     ps->sent_count = 0;
     if (n == 0)
         return NS_OK;
@@ -820,6 +822,8 @@ enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
 
                 err = pg_status_classify(ps->conn, res);
                 read_only = state && strcmp(state, "25006") == 0;
+                if (state && strlen(state) == 5)
+                    memcpy(ps->last_sqlstate, state, 6);
                 pg_status_first_line(PQresultErrorMessage(res), msg,
                                      sizeof(msg));
                 if (!msg[0])
@@ -866,6 +870,11 @@ enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
 int pg_status_in_flight(const struct pg_status *ps)
 {
     return ps->in_flight;
+}
+
+const char *pg_status_last_sqlstate(const struct pg_status *ps)
+{
+    return ps ? ps->last_sqlstate : "";
 }
 
 enum ns_err pg_status_write(struct pg_status *ps,

@@ -84,4 +84,11 @@ enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
                            size_t errstr_size);
 int pg_status_in_flight(const struct pg_status *ps);
 
+/*
+ * The SQLSTATE of the last write's failure ("25006", "42501", ...), "" when
+ * it succeeded, is still in flight or failed without one (a lost
+ * connection). Owned by ps, valid until its next send; ps may be NULL.
+ */
+const char *pg_status_last_sqlstate(const struct pg_status *ps);
+
 #endif

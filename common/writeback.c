@@ -176,6 +176,9 @@ static enum ns_err try_write(void *arg, const struct retry_state *state,
     if (err == NS_ERR_PG_TRANSIENT) {
         metrics_target_seen(wb->metrics, METRICS_PG, 0);
         metrics_retry(wb->metrics, METRICS_PG, wb->lanes);
+        /* a refused write (25006 read-only, 42501 no grant) is named in
+         * /readyz while it lasts */
+        metrics_pg_refused(wb->metrics, pg_status_last_sqlstate(wb->ps));
     }
     return err;
 }

@@ -199,9 +199,10 @@ class Worker:
             return f.read()
 
 
-def run_tool(nx, name, *args, timeout=120):
-    """Run bin/NAME ARGS with the stack's settings; the CompletedProcess."""
-    return subprocess.run([os.path.join(BIN, name), *args], env=nx.worker_env(), capture_output=True,
+def run_tool(nx, name, *args, timeout=120, **env):
+    """Run bin/NAME ARGS with the stack's settings (and env, NAME=value);
+    the CompletedProcess."""
+    return subprocess.run([os.path.join(BIN, name), *args], env=nx.worker_env(**env), capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -408,13 +409,15 @@ class Proxy:
         self.sock.close()
 
 
-def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=(), dotted=False):
+def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=(), dotted=False,
+                  dlq_configs=()):
     """A copy of the mapping whose topics are new scratch topics, created
     here: tests that inject made-up events use them, so no other consumer
     group ever replays those events into the shared graph. Returns
     (mapping path, prefix, cleanup function). configs: topic settings as
-    "name=value" strings, for every topic made here. dotted: a prefix with
-    a dot in it ("scratch.x...")."""
+    "name=value" strings, for every topic made here; dlq_configs: more for
+    the DLQ topic alone. dotted: a prefix with a dot in it
+    ("scratch.x...")."""
     import uuid as _uuid
     clients_src = os.path.join(ROOT, "tests", "clients")
     p = subprocess.run(["make", "-s", "-C", clients_src], capture_output=True, text=True)
@@ -431,8 +434,9 @@ def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=
     topics = [f"{prefix}.{lane}.{worker}" for lane in lanes] + [f"{prefix}.dlq"]
     boot = nx.env["NEXUS_KAFKA_BOOTSTRAP"]
     for t in topics:
-        p = subprocess.run([admin, boot, "create", t, str(partitions), *configs], capture_output=True, text=True,
-                           timeout=60)
+        extra = dlq_configs if t.endswith(".dlq") else ()
+        p = subprocess.run([admin, boot, "create", t, str(partitions), *configs, *extra], capture_output=True,
+                           text=True, timeout=60)
         assert p.returncode == 0, p.stderr
 
     def cleanup():
