@@ -55,6 +55,7 @@ struct consumer {
     int revoked;                    /* a revoke hit the batch being applied:
                                        abandon it, commit nothing */
     int64_t next_prune_ms;          /* when to prune delete markers next */
+    char fatal[512];                /* why the loop had to stop, or "" */
 };
 
 static void write_stats(struct consumer *c, int force);
@@ -99,6 +100,7 @@ static void keep(struct consumer *c, rd_kafka_message_t *m)
                      lanes_of_topic(&c->lanes, rd_kafka_topic_name(m->rkt)),
                      why, sizeof(why))) {
         log_msg(LOG_ERROR, "%s; stopping without committing past it", why);
+        snprintf(c->fatal, sizeof(c->fatal), "%s", why);
         *c->stop = 1;
     }
 }
@@ -594,6 +596,11 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
         log_msg(LOG_WARN, "stopping with the last batch's sync status not "
                 "written (%s); its offsets are not committed", why);
     write_stats(c, 1);
+    if (c->fatal[0]) {
+        /* not a clean stop: the next start must read what was not kept */
+        ns_err_set(errstr, errstr_size, "%s", c->fatal);
+        return NS_ERR_KAFKA;
+    }
     log_msg(LOG_INFO, "stopping: the last batch is committed");
     return NS_OK;
 }

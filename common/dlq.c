@@ -8,6 +8,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "dlq_letter.h"
+#include "kafka.h"
 #include "log.h"
 
 /* dlq_free waits this long for outstanding dead letters. */
@@ -153,20 +154,7 @@ static void dlq_error_cb(rd_kafka_t *rk, int err, const char *reason,
 {
     (void)rk;
     (void)opaque;
-    log_msg(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN,
-            "dead letter producer: %s: %s",
-            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
-}
-
-/* librdkafka's own log lines, served on our thread (log.queue). */
-static void dlq_log_cb(const rd_kafka_t *rk, int level, const char *fac,
-                       const char *buf)
-{
-    enum log_level lvl = log_level_from_syslog(level);
-
-    (void)rk;
-    if (log_enabled(lvl))
-        log_msg(lvl, "rdkafka %s: %s", fac, buf);
+    kafka_log_error("dead letter producer", err, reason);
 }
 
 /* A new producer from the template; on failure *rk stays NULL. */
@@ -301,38 +289,17 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
     }
     dlq->topic = strdup(topic);
     dlq->worker = strdup(worker);
-    dlq->conf = rd_kafka_conf_new();
-    if (!dlq->topic || !dlq->worker || !dlq->conf) {
+    if (!dlq->topic || !dlq->worker) {
         err = NS_ERR_NOMEM;
         ns_err_set(errstr, errstr_size, "out of memory");
         goto cleanup;
     }
     /* The caller's properties first, then what the DLQ's guarantees rest
      * on, which no configuration may weaken. */
-    for (size_t i = 0; kafka_props && kafka_props[i]; i += 2) {
-        if (!kafka_props[i + 1]) {
-            err = NS_ERR_CONFIG;
-            ns_err_set(errstr, errstr_size,
-                        "kafka property %s has no value", kafka_props[i]);
-            goto cleanup;
-        }
-        if (rd_kafka_conf_set(dlq->conf, kafka_props[i], kafka_props[i + 1],
-                              kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            err = NS_ERR_CONFIG;
-            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
-                        kafka_props[i], kerr);
-            goto cleanup;
-        }
-    }
-    for (size_t i = 0; forced[i]; i += 2) {
-        if (rd_kafka_conf_set(dlq->conf, forced[i], forced[i + 1], kerr,
-                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            err = NS_ERR_CONFIG;
-            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
-                        forced[i], kerr);
-            goto cleanup;
-        }
-    }
+    err = kafka_conf_new(NULL, kafka_props, forced, 0, &dlq->conf, errstr,
+                         errstr_size);
+    if (err)
+        goto cleanup;
     /* An event larger than this cannot be a dead letter as it is: the
      * producer refuses it, and the batch would be retried for ever. */
     dlq->max_message = 1000000;
@@ -342,7 +309,6 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
     rd_kafka_conf_set_opaque(dlq->conf, dlq);
     rd_kafka_conf_set_dr_msg_cb(dlq->conf, dlq_dr_cb);
     rd_kafka_conf_set_error_cb(dlq->conf, dlq_error_cb);
-    rd_kafka_conf_set_log_cb(dlq->conf, dlq_log_cb);
 
     err = dlq_start(dlq, errstr, errstr_size);
     if (err)

@@ -128,9 +128,9 @@ class Stack:
         e.update({k: str(v) for k, v in extra.items()})
         return e
 
-    def start_worker(self, name, log_path, **extra):
+    def start_worker(self, name, log_path, args=(), **extra):
         log = open(log_path, "ab")
-        return subprocess.Popen([os.path.join(BIN, f"{name}_worker")], env=self.worker_env(**extra),
+        return subprocess.Popen([os.path.join(BIN, f"{name}_worker"), *args], env=self.worker_env(**extra),
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
@@ -148,8 +148,8 @@ def stop_worker(proc, timeout=30):
 class Worker:
     """One worker process with its own stats folder and log."""
 
-    def __init__(self, nx, name, workdir, group, **env):
-        self.nx, self.name, self.group, self.env = nx, name, group, env
+    def __init__(self, nx, name, workdir, group, args=(), **env):
+        self.nx, self.name, self.group, self.env, self.args = nx, name, group, env, tuple(args)
         self.dir = workdir
         os.makedirs(self.dir, exist_ok=True)
         self.log = os.path.join(self.dir, f"{name}.log")
@@ -161,7 +161,7 @@ class Worker:
         for f in os.listdir(self.dir):
             if f.endswith(".json"):
                 os.unlink(os.path.join(self.dir, f))
-        self.proc = self.nx.start_worker(self.name, self.log, NEXUS_GROUP_ID=self.group,
+        self.proc = self.nx.start_worker(self.name, self.log, args=self.args, NEXUS_GROUP_ID=self.group,
                                          NEXUS_STATS_DIR=self.dir, **env)
         return self
 

@@ -196,3 +196,52 @@ def test_a_poison_pill_is_split_out_and_dead_lettered(nx, project, tmp_path):
         w.stop()
         proxy.close()
         cleanup()
+
+
+def test_kafka_is_served_during_a_long_split(nx, project, tmp_path):
+    """A batch of 25 real tag events, one of which Neo4j rejects for good
+    (Neo.ClientError.Statement.SyntaxError injected on the requests that
+    carry it), is split into 25 single transactions on a server made slow
+    (the proxy waits 0.6 s before forwarding each request): 15 s of split,
+    past max.poll.interval.ms (10 s here, the least librdkafka allows with
+    the worker's 10 s session). The worker serves Kafka between the single
+    transactions, so it keeps its partitions: no poll-interval error, no
+    rebalance, the 24 good tags commit and the bad one is dead-lettered.
+    Scratch topics; injected by tests/faultproxy.py."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    cfg = tmp_path / "worker.cfg"
+    cfg.write_text('kafka = ( ["max.poll.interval.ms", "10000"] );\n')
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"faults-split-{uuid.uuid4().hex[:8]}",
+                     args=("--config", str(cfg)), NEXUS_NEO4J_URL=proxy.url, NEXUS_BATCH_MS=3000,
+                     NEXUS_MAPPING=mapping))
+    ids = new_tags(nx, project, 25, "longsplit")
+    bad, good = ids[0], ids[1:]
+    try:
+        wanted = set(ids)
+        events = {}
+        for m in wait_until(lambda: (lambda ms: ms if len(ms) >= len(ids) else None)(
+                [m for m in nx.consume_all("nexus.normal.tag")
+                 if m.get("payload") and any(f'"id":"{t}"' in m["payload"] for t in wanted)]),
+                120, what="the real tag events"):
+            tid = next(t for t in wanted if f'"id":"{t}"' in m["payload"])
+            events.setdefault(tid, (m["key"], m["payload"]))
+        for tid in ids:
+            key, value = events[tid]
+            nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        w.start()
+        wait_until(lambda: "consuming as group" in w.log_text(), 120, what="the worker to start")
+        proxy.add_rule("POST", COMMIT, None, code="Neo.ClientError.Statement.SyntaxError", match_body=bad)
+        proxy.forward_delay_s = 0.6
+        wait_until(lambda: tags_applied(nx, good) == len(good), 180, what="the good tags applied")
+        dead = wait_until(lambda: nx.consume_all(f"{prefix}.dlq"), 60, what="the dead letter")
+        assert len(dead) == 1 and f'"id":"{bad}"' in dead[0]["payload"], dead
+        log = w.log_text()
+        assert "applying them one by one" in log
+        assert "maximum poll interval" not in log, log[-3000:]
+        assert "partitions revoked" not in log and "partitions lost" not in log, log[-3000:]
+    finally:
+        w.stop()
+        proxy.close()
+        cleanup()
