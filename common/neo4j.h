@@ -5,6 +5,10 @@
  * POST {url}/db/{db}/tx/commit. We use this endpoint rather than the Query
  * API because it takes several statements per request, so a whole batch is
  * one round trip and one transaction. libcurl keeps the connection alive.
+ *
+ * This module owns the connection, the request and its answer, and the
+ * classes of Neo4j's errors. The statements (struct neo4j_stmt) and the
+ * request body are neo4j_body's (neo4j_body.h, included here).
  */
 #ifndef NS_NEO4J_H
 #define NS_NEO4J_H
@@ -12,14 +16,10 @@
 #include <stddef.h>
 
 #include "err.h"
+#include "neo4j_body.h" /* struct neo4j_stmt */
 
 struct cJSON;
 struct neo4j_client;
-
-struct neo4j_stmt {
-    const char *cypher;            /* statement text (borrowed) */
-    const struct cJSON *params;    /* parameter object (borrowed) or NULL */
-};
 
 /*
  * Create a client. url is the HTTP root ("http://127.0.0.1:57474"),
