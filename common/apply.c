@@ -471,8 +471,11 @@ static int change_rejected(enum ns_err err, enum neo4j_failure failure,
 {
     if (err == NS_ERR_NEO4J_PERMANENT)
         return 1;
+    /* in a forced split, what the server's state explains (a leader
+     * switch halfway) stops the split: it is not this change's fault */
     return force && err == NS_ERR_NEO4J_TRANSIENT &&
-           failure == NEO4J_FAILURE_ANSWERED && !contention(why);
+           failure == NEO4J_FAILURE_ANSWERED && !contention(why) &&
+           !neo4j_reason_is_environment(why);
 }
 
 /* Whether each of n > 1 changes was rejected alike: the same Neo4j code

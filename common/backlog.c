@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "kafka.h"
 #include "log.h"
 
 enum ns_err backlog_init(struct backlog *bl, size_t max_count,
@@ -48,7 +49,7 @@ enum ns_err backlog_keep(struct backlog *bl, rd_kafka_t *rk,
     rd_kafka_topic_partition_list_add(one, topic, m->partition)->offset =
         m->offset;
     rd_kafka_pause_partitions(rk, one);
-    error = rd_kafka_seek_partitions(rk, one, 5000);
+    error = kafka_seek(rk, one, 5000);
     if (error || one->elems[0].err) {
         err = NS_ERR_KAFKA;
         ns_err_set(errstr, errstr_size, "the backlog is full and %s[%d] "
@@ -88,6 +89,22 @@ void backlog_repause(struct backlog *bl, rd_kafka_t *rk)
         rd_kafka_pause_partitions(rk, bl->held);
 }
 
+void backlog_unhold(struct backlog *bl, rd_kafka_t *rk,
+                    const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *go =
+        rd_kafka_topic_partition_list_new(parts->cnt ? parts->cnt : 1);
+
+    for (int i = 0; i < parts->cnt; i++)
+        if (rd_kafka_topic_partition_list_del(bl->held, parts->elems[i].topic,
+                                              parts->elems[i].partition))
+            rd_kafka_topic_partition_list_add(go, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+    if (go->cnt)
+        rd_kafka_resume_partitions(rk, go);
+    rd_kafka_topic_partition_list_destroy(go);
+}
+
 void backlog_forget(struct backlog *bl,
                     const rd_kafka_topic_partition_list_t *parts)
 {
@@ -96,3 +113,55 @@ void backlog_forget(struct backlog *bl,
         rd_kafka_topic_partition_list_del(bl->held, parts->elems[i].topic,
                                           parts->elems[i].partition);
 }
+
+/* Contract in backlog.h. */
+enum ns_err backlog_rewind(struct backlog *bl, rd_kafka_t *rk,
+                           const struct batch *b, char *errstr,
+                           size_t errstr_size)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_topic_partition_list_t *seek = NULL;
+    rd_kafka_error_t *error = NULL;
+    enum ns_err err = NS_OK;
+
+    if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        parts = NULL;
+    if (!parts || !parts->cnt)
+        goto cleanup;
+    seek = batch_offsets(b, 1, parts);
+    if (!seek) {
+        err = NS_ERR_NOMEM;
+        ns_err_set(errstr, errstr_size, "out of memory rewinding an "
+                   "abandoned batch");
+        goto cleanup;
+    }
+    if (!seek->cnt)
+        goto cleanup;
+    /* what the backlog holds for them comes again after the seek, and a
+     * partition held for it must be fetched again */
+    backlog_unhold(bl, rk, seek);
+    backlog_forget(bl, seek);
+    error = kafka_seek(rk, seek, 5000);
+    for (int i = 0; !error && i < seek->cnt; i++)
+        if (seek->elems[i].err) {
+            err = NS_ERR_KAFKA;
+            ns_err_set(errstr, errstr_size, "could not rewind %s[%d] to "
+                       "offset %lld after an abandoned batch: %s",
+                       seek->elems[i].topic, (int)seek->elems[i].partition,
+                       (long long)seek->elems[i].offset,
+                       rd_kafka_err2str(seek->elems[i].err));
+        }
+    if (error) {
+        err = NS_ERR_KAFKA;
+        ns_err_set(errstr, errstr_size, "could not rewind the partitions of "
+                   "an abandoned batch: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+cleanup:
+    if (seek)
+        rd_kafka_topic_partition_list_destroy(seek);
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    return err;
+}
+

@@ -44,8 +44,26 @@ void backlog_release(struct backlog *bl, rd_kafka_t *rk);
 /* Pause the held partitions again after every partition was resumed. */
 void backlog_repause(struct backlog *bl, rd_kafka_t *rk);
 
+/* Resume those of parts that are held, and forget the holds (their
+ * partitions are being rewound by the caller). */
+void backlog_unhold(struct backlog *bl, rd_kafka_t *rk,
+                    const rd_kafka_topic_partition_list_t *parts);
+
 /* Partitions given up or assigned anew: drop their messages and holds. */
 void backlog_forget(struct backlog *bl,
                     const rd_kafka_topic_partition_list_t *parts);
+
+/*
+ * After batch b was abandoned because a rebalance revoked some of its
+ * partitions: those still assigned (a cooperative rebalance) are rewound
+ * to the batch's first message, with the backlog's messages and holds for
+ * them dropped, so nothing after the last commit is skipped (with the
+ * eager protocol every partition was revoked and the new assignment
+ * starts from the commits). NS_ERR_KAFKA with errstr when a seek failed:
+ * the caller must stop rather than read on past the abandoned messages.
+ */
+enum ns_err backlog_rewind(struct backlog *bl, rd_kafka_t *rk,
+                           const struct batch *b, char *errstr,
+                           size_t errstr_size);
 
 #endif

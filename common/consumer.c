@@ -48,6 +48,7 @@ struct consumer {
     struct writeback *wb;           /* the last batch's, until it lands */
     struct retry_policy policy;
     struct retry_poller poller;     /* waits serve the consumer's poll */
+    rd_kafka_topic_partition_list_t *wait_paused; /* paused by a wait */
     char stats_path[512];
     int64_t last_stats_ms;
     struct process_env env;         /* what process_batch() is handed */
@@ -122,22 +123,29 @@ static int poll_while_waiting(void *opaque, int timeout_ms)
 }
 
 /* A retry's wait pauses every partition: nothing new is read while the
- * same batch waits to be tried again. */
+ * same batch waits to be tried again. Afterwards only what it paused is
+ * resumed, where it stood: a partition assigned during the wait was never
+ * paused, and resuming a fetching partition makes librdkafka 2.0 read it
+ * again from its commit. */
 static void pause_while_waiting(void *opaque, int paused)
 {
     struct consumer *c = opaque;
-    rd_kafka_topic_partition_list_t *parts = assignment(c);
 
-    if (!parts)
-        return;
     if (paused) {
-        rd_kafka_pause_partitions(c->rk, parts);
-    } else {
-        rd_kafka_resume_partitions(c->rk, parts);
-        backlog_repause(&c->backlog, c->rk);
-        lanes_all_resumed(&c->lanes);
+        if (c->wait_paused)
+            rd_kafka_topic_partition_list_destroy(c->wait_paused);
+        c->wait_paused = assignment(c);
+        if (c->wait_paused)
+            rd_kafka_pause_partitions(c->rk, c->wait_paused);
+        return;
     }
-    rd_kafka_topic_partition_list_destroy(parts);
+    if (!c->wait_paused)
+        return;
+    kafka_resume(c->rk, c->wait_paused);
+    rd_kafka_topic_partition_list_destroy(c->wait_paused);
+    c->wait_paused = NULL;
+    backlog_repause(&c->backlog, c->rk);
+    lanes_all_resumed(&c->lanes);
 }
 
 static void write_stats(struct consumer *c, int force)
@@ -164,25 +172,6 @@ static void write_stats(struct consumer *c, int force)
         log_msg(LOG_WARN, "could not write stats file %s", c->stats_path);
 }
 
-static void log_partitions(const char *what,
-                           const rd_kafka_topic_partition_list_t *parts)
-{
-    struct buf text;
-    int shown = 0;
-
-    if (!log_enabled(LOG_INFO))
-        return;
-    buf_init(&text, 4096);
-    for (; shown < parts->cnt; shown++)
-        if (buf_addf(&text, "%s%s[%d]", shown ? " " : "",
-                     parts->elems[shown].topic,
-                     (int)parts->elems[shown].partition))
-            break;
-    log_msg(LOG_INFO, "partitions %s (%d): %s%s", what, parts->cnt,
-            buf_str(&text), shown < parts->cnt ? " ..." : "");
-    buf_free(&text);
-}
-
 /*
  * Rebalance callback, run inside a poll of the consumer loop: while a
  * batch is collected, while a retry waits, or during a split. On revoke,
@@ -203,8 +192,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     char why[512];
 
     backlog_forget(&c->backlog, parts);
+    if (c->wait_paused && err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        for (int i = 0; i < parts->cnt; i++)  /* gone: not to resume */
+            rd_kafka_topic_partition_list_del(c->wait_paused,
+                                              parts->elems[i].topic,
+                                              parts->elems[i].partition);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        log_partitions("assigned", parts);
+        kafka_log_partitions("assigned", parts);
         if (coop)
             error = rd_kafka_incremental_assign(rk, parts);
         else
@@ -213,7 +207,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     } else {
         if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
             log_msg(LOG_WARN, "rebalance error: %s", rd_kafka_err2str(err));
-        log_partitions(rd_kafka_assignment_lost(rk) ? "lost" : "revoked",
+        kafka_log_partitions(rd_kafka_assignment_lost(rk) ? "lost" : "revoked",
                        parts);
         /* commit the last batch while its partitions are still ours; on a
          * failure it stays pending (a later commit is safe, see writeback) */
@@ -239,64 +233,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-/*
- * After a batch was abandoned because a rebalance revoked some of its
- * partitions: the partitions of the batch that are still assigned (a
- * cooperative rebalance) are rewound to the batch's first message, so
- * nothing after the last commit is skipped. With the eager protocol every
- * partition was revoked and the new assignment starts from the commits.
- * A rewind that fails is an error: the worker must stop rather than read
- * on past the abandoned messages.
- */
-static enum ns_err batch_rewind(struct consumer *c, char *errstr,
-                                size_t errstr_size)
-{
-    rd_kafka_topic_partition_list_t *parts = assignment(c);
-    rd_kafka_topic_partition_list_t *seek = NULL;
-    rd_kafka_error_t *error = NULL;
-    enum ns_err err = NS_OK;
-
-    log_msg(LOG_WARN, "abandoned a batch of %zu messages: its partitions "
-            "were revoked before it was applied; nothing of it is committed",
-            c->batch.count);
-    c->revoked = 0;
-    if (!parts || !parts->cnt)
-        goto cleanup;
-    seek = batch_offsets(&c->batch, 1, parts);
-    if (!seek) {
-        err = NS_ERR_NOMEM;
-        ns_err_set(errstr, errstr_size, "out of memory rewinding an "
-                   "abandoned batch");
-        goto cleanup;
-    }
-    if (!seek->cnt)
-        goto cleanup;
-    /* what the backlog holds for them comes again after the seek */
-    backlog_forget(&c->backlog, seek);
-    error = rd_kafka_seek_partitions(c->rk, seek, 5000);
-    for (int i = 0; !error && i < seek->cnt; i++)
-        if (seek->elems[i].err) {
-            err = NS_ERR_KAFKA;
-            ns_err_set(errstr, errstr_size, "could not rewind %s[%d] to "
-                       "offset %lld after an abandoned batch: %s",
-                       seek->elems[i].topic, (int)seek->elems[i].partition,
-                       (long long)seek->elems[i].offset,
-                       rd_kafka_err2str(seek->elems[i].err));
-        }
-    if (error) {
-        err = NS_ERR_KAFKA;
-        ns_err_set(errstr, errstr_size, "could not rewind the partitions of "
-                   "an abandoned batch: %s", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    }
-cleanup:
-    if (seek)
-        rd_kafka_topic_partition_list_destroy(seek);
-    if (parts)
-        rd_kafka_topic_partition_list_destroy(parts);
-    return err;
-}
-
 static void add_to_batch(struct consumer *c, rd_kafka_message_t *m, int lane)
 {
     int64_t lag[LANE__COUNT];
@@ -318,7 +254,7 @@ static void collect(struct consumer *c)
     for (size_t i = from; i < c->batch.count; i++)
         lanes_seen(&c->lanes, c->rk, c->batch.lanes[i], lane_lag(c, lag));
     backlog_release(&c->backlog, c->rk);
-    if (c->backlog.msgs.count)
+    if (c->backlog.msgs.count || c->batch.count == c->batch.max_count)
         return;  /* the batch is full */
     if (c->batch.count)
         deadline = metrics_now_ms() + c->cfg->batch_max_ms;
@@ -341,9 +277,14 @@ static void collect(struct consumer *c)
         if (!m) {
             /* idle: nothing to overlap the last write-back with, so land
              * it now (a failure leaves it pending for the next turn) */
-            if (!c->batch.count)
+            if (!c->batch.count) {
                 writeback_finish(c->wb, &c->policy, &c->poller, why,
                                  sizeof(why));
+                /* a retry inside kept messages: they go first, before
+                 * anything newer of their partitions */
+                if (c->backlog.msgs.count)
+                    return;
+            }
             continue;
         }
         if (m->err) {
@@ -501,8 +442,10 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     }
     err = pg_status_new(conninfo, map, &c->ps, errstr, errstr_size);
     if (!err)
-        err = writeback_new(c->ps, c->rk, &c->metrics, most, &c->wb, errstr,
-                            errstr_size);
+        /* a SUCCESS and a FAILED row at most per message: an applied
+         * version of a link can also be folded into a failed one */
+        err = writeback_new(c->ps, c->rk, &c->metrics, 2 * most, &c->wb,
+                            errstr, errstr_size);
     c->env = (struct process_env){cfg, map, c->nc, c->dlq, c->wb, &c->metrics,
                                   &c->policy, &c->poller, &c->revoked};
     if (!err)
@@ -572,7 +515,12 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
         err = process_batch(&c->env, &c->batch, why, sizeof(why));
         c->applying = 0;
         if (c->revoked) {
-            err = batch_rewind(c, why, sizeof(why));
+            log_msg(LOG_WARN, "abandoned a batch of %zu messages: its "
+                    "partitions were revoked before it was applied; nothing "
+                    "of it is committed", c->batch.count);
+            c->revoked = 0;
+            err = backlog_rewind(&c->backlog, c->rk, &c->batch, why,
+                                 sizeof(why));
             if (err) {
                 batch_clear(&c->batch);
                 ns_err_set(errstr, errstr_size, "%s; stopping, so that the "
@@ -617,6 +565,8 @@ void consumer_free(struct consumer *c)
     writeback_free(c->wb); /* not landed: left uncommitted */
     batch_free(&c->batch);
     backlog_free(&c->backlog);
+    if (c->wait_paused)
+        rd_kafka_topic_partition_list_destroy(c->wait_paused);
     if (c->rk)
         rd_kafka_destroy(c->rk);
     dlq_free(c->dlq);

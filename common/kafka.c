@@ -2,6 +2,8 @@
 
 #include <stdio.h>
 
+#include "buf.h"
+
 #include "log.h"
 
 /* librdkafka's own log lines, in our format (JSON lines too); called from
@@ -83,4 +85,58 @@ void kafka_log_error(const char *who, int err, const char *reason)
     log_msg(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN,
             "%s: %s: %s", who, rd_kafka_err2name((rd_kafka_resp_err_t)err),
             reason);
+}
+
+rd_kafka_error_t *kafka_seek(rd_kafka_t *rk,
+                             rd_kafka_topic_partition_list_t *parts,
+                             int timeout_ms)
+{
+    int wait = timeout_ms;
+
+    if (rd_kafka_version() < 0x020100ff)
+        wait = timeout_ms > 2000000 ? 2000000000 : timeout_ms * 1000;
+    return rd_kafka_seek_partitions(rk, parts, wait);
+}
+
+void kafka_resume(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *seek =
+        rd_kafka_topic_partition_list_new(parts->cnt ? parts->cnt : 1);
+
+    rd_kafka_position(rk, parts);
+    rd_kafka_resume_partitions(rk, parts);
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].offset >= 0)
+            rd_kafka_topic_partition_list_add(seek, parts->elems[i].topic,
+                                              parts->elems[i].partition)
+                ->offset = parts->elems[i].offset;
+    if (seek->cnt) {
+        rd_kafka_error_t *error = kafka_seek(rk, seek, 5000);
+
+        if (error) {
+            log_msg(LOG_WARN, "could not seek resumed partitions: %s",
+                    rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(seek);
+}
+
+void kafka_log_partitions(const char *what,
+                          const rd_kafka_topic_partition_list_t *parts)
+{
+    struct buf text;
+    int shown = 0;
+
+    if (!log_enabled(LOG_INFO))
+        return;
+    buf_init(&text, 4096);
+    for (; shown < parts->cnt; shown++)
+        if (buf_addf(&text, "%s%s[%d]", shown ? " " : "",
+                     parts->elems[shown].topic,
+                     (int)parts->elems[shown].partition))
+            break;
+    log_msg(LOG_INFO, "partitions %s (%d): %s%s", what, parts->cnt,
+            buf_str(&text), shown < parts->cnt ? " ..." : "");
+    buf_free(&text);
 }

@@ -31,4 +31,27 @@ enum ns_err kafka_conf_new(const char *const *defaults,
  * ERROR for a fatal one, else WARN. */
 void kafka_log_error(const char *who, int err, const char *reason);
 
+/*
+ * rd_kafka_seek_partitions() with a timeout in milliseconds on every
+ * librdkafka: before 2.1.0 it took the timeout as microseconds (librdkafka
+ * issue #4230), so 5000 waited 5 ms and a seek still under way came back
+ * as timed out. The caller destroys the error; per-partition errors are
+ * in parts.
+ */
+rd_kafka_error_t *kafka_seek(rd_kafka_t *rk,
+                             rd_kafka_topic_partition_list_t *parts,
+                             int timeout_ms);
+
+/*
+ * Resume paused partitions where their consumption stood. librdkafka 2.0
+ * may fetch a resumed partition again from its committed offset, which
+ * reads again what was delivered since; the partitions are sought to their
+ * positions instead. A failed seek only costs those duplicates: logged.
+ */
+void kafka_resume(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts);
+
+/* Log "partitions <what> (N): topic[p] ..." at INFO. */
+void kafka_log_partitions(const char *what,
+                          const rd_kafka_topic_partition_list_t *parts);
+
 #endif

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -50,33 +51,6 @@ void lanes_seen(struct lanes *lanes, rd_kafka_t *rk, int lane,
         lanes_update(lanes, rk, lag);
 }
 
-/* librdkafka 2.0 may fetch a resumed partition again from its committed
- * offset; seek to what was delivered instead, so the lanes are not read
- * twice. */
-static void resume(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
-{
-    rd_kafka_topic_partition_list_t *seek =
-        rd_kafka_topic_partition_list_new(parts->cnt);
-
-    rd_kafka_position(rk, parts);
-    rd_kafka_resume_partitions(rk, parts);
-    for (int i = 0; i < parts->cnt; i++)
-        if (parts->elems[i].offset >= 0)
-            rd_kafka_topic_partition_list_add(seek, parts->elems[i].topic,
-                                              parts->elems[i].partition)
-                ->offset = parts->elems[i].offset;
-    if (seek->cnt) {
-        rd_kafka_error_t *error = rd_kafka_seek_partitions(rk, seek, 5000);
-
-        if (error) {
-            log_msg(LOG_WARN, "could not seek resumed partitions: %s",
-                    rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-        }
-    }
-    rd_kafka_topic_partition_list_destroy(seek);
-}
-
 /*
  * Messages of paused partitions already fetched are discarded by
  * librdkafka and read again after resume, from the last delivered offset.
@@ -113,7 +87,7 @@ void lanes_update(struct lanes *lanes, rd_kafka_t *rk, const int64_t *lag)
     if (pause->cnt)
         rd_kafka_pause_partitions(rk, pause);
     if (go->cnt)
-        resume(rk, go);
+        kafka_resume(rk, go);
     log_msg(LOG_DEBUG, "lane priority: serving lanes up to %s, %d partitions "
             "paused", mapping_lane_name((enum mapping_lane)top), pause->cnt);
     lanes->paused_below = want;

@@ -312,7 +312,9 @@ enum ns_err neo4j_classify(const char *code)
 }
 
 /* Codes of the server's state, never of one request: a cluster between
- * leaders, a database starting, stopped or read-only, credentials. */
+ * leaders, a database starting, stopped or read-only, credentials, the
+ * server itself failing or out of memory or transactions. (Not
+ * MemoryPoolOutOfMemoryError: one huge statement gives it, alone.) */
 static const char *const neo4j_environment_prefixes[] = {
     "Neo.ClientError.Cluster.",
     "Neo.TransientError.Cluster.",
@@ -321,6 +323,11 @@ static const char *const neo4j_environment_prefixes[] = {
     "Neo.ClientError.General.ForbiddenOnReadOnlyDatabase",
     "Neo.ClientError.Security.",
     "Neo.TransientError.Security.",
+    "Neo.DatabaseError.",
+    "Neo.TransientError.General.OutOfMemoryError",
+    "Neo.TransientError.General.DatabaseUnavailable",
+    "Neo.TransientError.Transaction.MaximumTransactionLimitReached",
+    "Neo.TransientError.Request.ResourceExhaustion",
 };
 
 int neo4j_reason_is_environment(const char *reason)
@@ -340,11 +347,14 @@ enum neo4j_failure neo4j_last_failure(const struct neo4j_client *nc)
     return nc->failure;
 }
 
-/* A status that says the server or a gateway cannot take requests now. */
+/* A status, without a Neo4j code, that says nothing about the request:
+ * the server or a gateway cannot take requests now (408, 429, 5xx), or
+ * the way to it is wrong (401, 403, 407 credentials at a gateway, 404 a
+ * wrong path). */
 static int neo4j_status_unavailable(long status)
 {
-    return status == 408 || status == 429 || status == 502 ||
-           status == 503 || status == 504;
+    return status == 401 || status == 403 || status == 404 ||
+           status == 407 || status == 408 || status == 429 || status >= 500;
 }
 
 /*

@@ -111,10 +111,11 @@ enum neo4j_failure {
                                  built (no memory, too large, not JSON) */
     NEO4J_FAILURE_UNREACHED,  /* no answer about the request: connection
                                  refused or reset, timeout, TLS; or HTTP
-                                 408, 429, 502, 503 or 504 without a Neo4j
-                                 code (a server or a gateway says it is
-                                 unavailable or busy, not that the request
-                                 is wrong) */
+                                 401, 403, 404, 407, 408, 429 or 5xx
+                                 without a Neo4j code (a server or a
+                                 gateway says it is unavailable, busy or
+                                 wrongly reached, not that the request is
+                                 wrong) */
     NEO4J_FAILURE_ANSWERED    /* the server, or a proxy in front, answered
                                  the request with an error: a Neo4j code,
                                  another non-2xx status, a response past

@@ -129,7 +129,8 @@ void prepare_dead_folded(struct batch_item *items, size_t n,
     for (size_t i = 0; i < n; i++) {
         struct batch_item *it = &items[i];
 
-        if (it->dead || !it->has_change || i == ch->msg_index ||
+        if (it->dead || !it->has_change || it->survives ||
+            i == ch->msg_index ||
             it->tbl != ch->tbl || strcmp(it->change_key, ch->key) != 0)
             continue;
         prepare_item_dead(it, NS_ERR_NEO4J_PERMANENT, why);

@@ -37,6 +37,8 @@ struct batch_item {
     int has_change;                 /* a change was built from it: its row
                                        identity is in change_key */
     char change_key[CHANGE_KEY_MAX];
+    int survives;                   /* its change outlived coalescing (a
+                                       later version of a link can too) */
 };
 
 /*
@@ -57,7 +59,8 @@ void prepare_item_dead(struct batch_item *it, enum ns_err cls,
 
 /*
  * The change ch failed for good: every message folded into it (the same
- * row, coalesced away) is dead too, each with its own position, since it
+ * row, coalesced away; not one whose own change survived, as the
+ * versions of a link do) is dead too, each with its own position, since it
  * was never applied and may carry values (TOASTed columns) that the
  * surviving message lacks.
  */

@@ -213,6 +213,8 @@ enum ns_err process_batch(const struct process_env *env,
     raw = prepare_batch(env->cfg, env->map, b, run.items, run.changes,
                         env->metrics, run.lanes);
     run.nch = change_coalesce(run.changes, raw);
+    for (size_t i = 0; i < run.nch; i++)
+        run.items[run.changes[i].msg_index].survives = 1;
     /* events folded into a later change of the same key count as applied
      * through it */
     if (raw > run.nch)

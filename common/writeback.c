@@ -76,7 +76,7 @@ void writeback_free(struct writeback *wb)
 
 int writeback_pending(const struct writeback *wb)
 {
-    return wb->offsets != NULL;
+    return wb && wb->offsets != NULL;
 }
 
 /* The next free row with its keys copied; NULL when the batch has more
@@ -203,7 +203,7 @@ enum ns_err writeback_finish(struct writeback *wb,
     struct retry_state once = {0, 0};
     enum ns_err err;
 
-    if (!wb->offsets || wb->busy)
+    if (!wb || !wb->offsets || wb->busy)  /* none yet: a rebalance at start */
         return NS_OK;
     wb->busy = 1;
     if (poller)

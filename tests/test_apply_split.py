@@ -129,7 +129,8 @@ def test_force_split_dead_letters_only_the_change_a_proxy_rejects(nx, tags):
 @pytest.mark.parametrize("code, failed", [
     ("Neo.TransientError.General.MemoryPoolOutOfMemoryError", True),
     ("Neo.ClientError.Statement.SyntaxError", True),
-    ("Neo.ClientError.Cluster.NotALeader", True),
+    ("Neo.ClientError.Cluster.NotALeader", False),
+    ("Neo.TransientError.General.DatabaseUnavailable", False),
     ("Neo.TransientError.Transaction.DeadlockDetected", False),
     ("Neo.TransientError.Transaction.LockClientStopped", False),
 ])
@@ -137,8 +138,9 @@ def test_force_split_answered_errors_fail_the_change_contention_is_retried(nx, t
     """In a forced split, an error Neo4j answered for one change marks it
     FAILED whatever its class (the memory-pool error one huge statement
     gets is transient, yet sent again it fails again); the contention codes
-    (deadlock, lock client) are not the change's fault and stay a
-    transient error of the whole call, with nothing FAILED."""
+    (deadlock, lock client) and the server's state (a leader switch, a
+    database unavailable) are not the change's fault and stay a transient
+    error of the whole call, with nothing FAILED."""
     good1, bad, good2 = ids = tags(3)
     proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
     proxy.add_rule("POST", COMMIT, None, code=code, match_body=bad)
@@ -165,9 +167,9 @@ def test_force_split_answered_errors_fail_the_change_contention_is_retried(nx, t
 
 @pytest.mark.parametrize("rule", [
     {"status": 400, "body": "<html>blocked by the proxy</html>", "content_type": "text/html"},
-    {"status": 403, "body": '{"message": "forbidden"}'},
+    {"status": 413, "body": '{"message": "request entity too large"}'},
     {"code": "Neo.TransientError.General.MemoryPoolOutOfMemoryError"},
-], ids=["html-400", "json-403-no-code", "neo4j-code"])
+], ids=["html-400", "json-413-no-code", "neo4j-code"])
 def test_force_split_every_change_rejected_alike_is_retried(nx, tags, rule):
     """The proxy answers every request alike. In a forced split each of the
     n > 1 changes fails the same way: that is the environment, not n bad

@@ -6,13 +6,13 @@ batch.max_bytes, not batch.max_events rows), and applies every row once
 Neo4j is back.
 
 The rows are text_content create events in Debezium's shape, cloned from a
-real one, on scratch topics that accept 2 MB messages (the shared stack's
+real one (of a row the test writes), on scratch topics that accept 2 MB messages (the shared stack's
 broker takes 1 MB, so PostgreSQL cannot send 1 MB rows through it)."""
 import json
 import os
 import uuid
 
-from nexus import Proxy, Worker, scratch_lanes, wait_until
+from nexus import Proxy, Worker, new_id, scratch_lanes, wait_until
 
 ROWS = 40
 BODY = 1 << 20
@@ -41,10 +41,15 @@ def text_event(template, content_id, lsn, body):
     return json.dumps(ev)
 
 
-def test_backlog_of_large_rows_while_neo4j_is_down_stays_bounded(nx, tmp_path):
+def test_backlog_of_large_rows_while_neo4j_is_down_stays_bounded(nx, project, tmp_path):
+    # a real text_content event of this test's own row, as the template
+    cid = new_id()
+    nx.psql(f"""INSERT INTO content_items (id, tenant_id, project_id, content_type, title)
+                VALUES ('{cid}', '{project['tenant']}', '{project['project']}', 'text', 'template');
+                INSERT INTO text_content (content_id, body, word_count) VALUES ('{cid}', 'template', 1);""")
     template = wait_until(lambda: next((m["payload"] for m in nx.consume_all("nexus.high.content_item")
-                                        if m.get("payload") and '"table":"text_content"' in m["payload"]),
-                                       None), 120, what="a real text_content event")
+                                        if m.get("payload") and '"table":"text_content"' in m["payload"]
+                                        and cid in m["payload"]), None), 120, what="a real text_content event")
     mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "content_item", lanes=("high",),
                                              configs=("max.message.bytes=3000000",))
     topic = f"{prefix}.high.content_item"

@@ -14,6 +14,8 @@ import socket
 import urllib.request
 import uuid
 
+import pytest
+
 from faultproxy import FaultProxy
 from nexus import (Worker, end_offsets, new_tags, run_tool, save_end_offsets, scratch_lanes, tags_applied,
                    track, wait_until)
@@ -241,6 +243,45 @@ def test_kafka_is_served_during_a_long_split(nx, project, tmp_path):
         assert "applying them one by one" in log
         assert "maximum poll interval" not in log, log[-3000:]
         assert "partitions revoked" not in log and "partitions lost" not in log, log[-3000:]
+    finally:
+        w.stop()
+        proxy.close()
+        cleanup()
+
+
+@pytest.mark.parametrize("rule", [
+    {"code": "Neo.ClientError.Cluster.NotALeader"},
+    {"code": "Neo.DatabaseError.General.UnknownError"},
+    {"status": 503, "body": "<html>upstream unavailable</html>", "content_type": "text/html"},
+], ids=["not-a-leader", "database-error", "gateway-503"])
+def test_a_repeated_server_state_is_never_a_poison_pill(nx, project, tmp_path, rule):
+    """A batch of one event meets the same answer many more times than
+    retry.poison_after (2 here), but the answer names the server's state
+    (a leader switch that lasts, a database error) or says nothing about
+    the request (a gateway's 503): that is not the event's fault, so it is
+    retried, never dead-lettered, and applied once the condition ends.
+    Real tag event, scratch topic; injected by tests/faultproxy.py."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"faults-state-{uuid.uuid4().hex[:8]}",
+                     NEXUS_NEO4J_URL=proxy.url, NEXUS_RETRY_MAX_MS=200, NEXUS_RETRY_POISON_AFTER=2,
+                     NEXUS_MAPPING=mapping))
+    (tid,) = new_tags(nx, project, 1, "state")
+    try:
+        m = wait_until(lambda: [m for m in nx.consume_all("nexus.normal.tag")
+                                if m.get("payload") and f'"id":"{tid}"' in m["payload"]], 120,
+                       what="real tag event")[0]
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", m["key"], input=m["payload"])
+        r = proxy.add_rule("POST", COMMIT, None, match_body=tid, **rule)
+        w.start()
+        wait_until(lambda: r.served >= 8, 120, what="eight identical answers")
+        assert "the same failure" not in w.log_text()
+        proxy.clear()
+        wait_until(lambda: tags_applied(nx, [tid]) == 1, 120, what="the tag applied")
+        wait_until(lambda: synced(nx, [tid]) == 1, 60, what="the tag written back")
+        assert nx.consume_all(f"{prefix}.dlq") == []
+        assert never_failed(nx, [tid])
     finally:
         w.stop()
         proxy.close()
