@@ -267,7 +267,7 @@ def test_a_repeated_server_state_is_never_a_poison_pill(nx, project, tmp_path, r
     w = track(Worker(nx, "tag", str(tmp_path / "w"), f"faults-state-{uuid.uuid4().hex[:8]}",
                      NEXUS_NEO4J_URL=proxy.url, NEXUS_RETRY_MAX_MS=200, NEXUS_RETRY_POISON_AFTER=2,
                      NEXUS_MAPPING=mapping))
-    (tid,) = new_tags(nx, project, 1, "state")
+    (tid,) = new_tags(nx, project, 1, f"state-{uuid.uuid4().hex[:8]}")
     try:
         m = wait_until(lambda: [m for m in nx.consume_all("nexus.normal.tag")
                                 if m.get("payload") and f'"id":"{tid}"' in m["payload"]], 120,
