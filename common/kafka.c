@@ -91,11 +91,18 @@ rd_kafka_error_t *kafka_seek(rd_kafka_t *rk,
                              rd_kafka_topic_partition_list_t *parts,
                              int timeout_ms)
 {
-    int wait = timeout_ms;
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(rk, parts, timeout_ms);
 
-    if (rd_kafka_version() < 0x020100ff)
-        wait = timeout_ms > 2000000 ? 2000000000 : timeout_ms * 1000;
-    return rd_kafka_seek_partitions(rk, parts, wait);
+    /* Timed out: the seek is queued and still happens (librdkafka before
+     * 2.1 waited timeout_ms microseconds, #4230); not a failure. */
+    if (error && rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__TIMED_OUT) {
+        rd_kafka_error_destroy(error);
+        error = NULL;
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].err == RD_KAFKA_RESP_ERR__TIMED_OUT)
+            parts->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    return error;
 }
 
 void kafka_resume(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)

@@ -32,11 +32,11 @@ enum ns_err kafka_conf_new(const char *const *defaults,
 void kafka_log_error(const char *who, int err, const char *reason);
 
 /*
- * rd_kafka_seek_partitions() with a timeout in milliseconds on every
- * librdkafka: before 2.1.0 it took the timeout as microseconds (librdkafka
- * issue #4230), so 5000 waited 5 ms and a seek still under way came back
- * as timed out. The caller destroys the error; per-partition errors are
- * in parts.
+ * rd_kafka_seek_partitions(), where a seek not acknowledged in time is not
+ * an error: it is queued and still happens (librdkafka before 2.1 waited
+ * timeout_ms microseconds, issue #4230, so most seeks "timed out"). Any
+ * other error is one: the caller destroys it; per-partition errors are in
+ * parts.
  */
 rd_kafka_error_t *kafka_seek(rd_kafka_t *rk,
                              rd_kafka_topic_partition_list_t *parts,
