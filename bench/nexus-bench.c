@@ -40,6 +40,7 @@
 #include "change.h"
 #include "cypher.h"
 #include "event.h"
+#include "kafka.h"
 #include "log.h"
 #include "mapping.h"
 #include "neo4j.h"
@@ -325,18 +326,18 @@ static int cmd_schema(const struct mapping *map)
 
 static rd_kafka_t *group_client(const char *group)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *const forced[] = {
+        "bootstrap.servers",
+        env_or("NEXUS_KAFKA_BOOTSTRAP", "127.0.0.1:59092"),
+        "group.id", group,
+        "enable.auto.commit", "false",
+        NULL};
+    rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk;
     char kerr[512];
 
-    if (rd_kafka_conf_set(conf, "bootstrap.servers",
-                          env_or("NEXUS_KAFKA_BOOTSTRAP", "127.0.0.1:59092"),
-                          kerr, sizeof(kerr)) ||
-        rd_kafka_conf_set(conf, "group.id", group, kerr, sizeof(kerr)) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", kerr,
-                          sizeof(kerr))) {
+    if (kafka_conf_new(NULL, NULL, forced, 1, &conf, kerr, sizeof(kerr))) {
         fprintf(stderr, "nexus-bench: kafka: %s\n", kerr);
-        rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
@@ -606,7 +607,7 @@ static int cmd_ceiling(const struct mapping *map, int argc, char **argv)
             long delay_ms = 50L << (attempt < 6 ? attempt : 6);
 
             err = apply_changes(nc, map, batches[i].changes, batches[i].count,
-                                results, &st, errstr, sizeof(errstr));
+                                results, &st, NULL, errstr, sizeof(errstr));
             transactions += st.transactions;
             statements += st.statements;
             if (err != NS_ERR_NEO4J_TRANSIENT || attempt == 60)

@@ -17,7 +17,7 @@ def main(src, dst):
     res = json.load(open(src))
     runs, lat = res["runs"], res["latency"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
-    ax1.bar(range(len(runs)), [r["events_per_s"] for r in runs], color=[PALETTE[r["system"]] for r in runs])
+    ax1.bar(range(len(runs)), [r["events_per_s"] for r in runs], color=[PALETTE.get(r["system"], "#999999") for r in runs])
     ax1.set_xticks(range(len(runs)))
     ax1.set_xticklabels([f"{r['workload']} {r['system']} x{r['instances']}" for r in runs], fontsize=7,
                         rotation=60, ha="right")

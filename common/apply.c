@@ -1,5 +1,6 @@
 #include "apply.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,26 +13,57 @@
 
 #define APPLY_STMT_MAX (256u * 1024u)
 
-/* One UNWIND statement and the changes it carries. */
+/*
+ * A plan takes O(n) memory and O(n log n) time for n changes, however many
+ * rounds they span (1,000 updates of one versioned link are 1,000 rounds,
+ * so 1,000 statements): the statement text of a (table, action, shape) is
+ * built once and shared by its groups in every round, and one index array
+ * holds the members of all groups, each group a slice of it.
+ */
+
+/* The statement text of one (table, action, shape). */
+struct shape {
+    const struct mapping_table *tbl;
+    enum change_action action;
+    uint64_t mask;
+    struct buf text;
+    size_t group;             /* its newest group + 1, 0 = none yet */
+};
+
+/* One UNWIND statement: the changes of one shape in one round. */
 struct group {
     const struct mapping_table *tbl;
     enum change_action action;
-    uint64_t shape;
+    size_t shape;             /* index into the plan's shapes */
     unsigned round;
-    size_t *members;          /* indexes into changes */
+    size_t *members;          /* count indexes into changes: a slice of
+                                 the plan's members */
     size_t count;
-    struct buf text;
     cJSON *params;            /* {"rows": [...]} with references */
 };
 
-static void groups_free(struct group *groups, size_t n)
+struct apply_plan {
+    struct shape *shapes;
+    size_t shape_count, shape_cap;
+    struct group *groups;     /* in the order they are sent */
+    size_t count, group_cap;
+    size_t *members;          /* every change's index, group by group */
+    struct neo4j_stmt *stmts; /* one per group, borrowing its shape's text */
+};
+
+void apply_plan_free(struct apply_plan *plan)
 {
-    for (size_t i = 0; groups && i < n; i++) {
-        free(groups[i].members);
-        buf_free(&groups[i].text);
-        cJSON_Delete(groups[i].params);
-    }
-    free(groups);
+    if (!plan)
+        return;
+    for (size_t i = 0; i < plan->shape_count; i++)
+        buf_free(&plan->shapes[i].text);
+    for (size_t i = 0; i < plan->count; i++)
+        cJSON_Delete(plan->groups[i].params);
+    free(plan->shapes);
+    free(plan->groups);
+    free(plan->members);
+    free(plan->stmts);
+    free(plan);
 }
 
 /* qsort has no context argument in C11; apply runs on one thread. */
@@ -43,9 +75,10 @@ static int by_change_key(const void *a, const void *b)
                   sort_changes[*(const size_t *)b].key);
 }
 
-/* idx[0..n) stably ordered by round (counting sort), so that every
- * statement of round r runs before any of round r + 1: the changes of one
- * versioned link then apply in source order. NULL when out of memory. */
+/* idx[0..n) (0..n when idx is NULL) stably ordered by round (counting
+ * sort), so that every statement of round r runs before any of round
+ * r + 1: the changes of one versioned link then apply in source order.
+ * NULL when out of memory. */
 static size_t *rounds_order(const struct change *changes, const size_t *idx,
                             size_t n)
 {
@@ -55,121 +88,252 @@ static size_t *rounds_order(const struct change *changes, const size_t *idx,
 
     if (!order)
         return NULL;
-    for (size_t i = 0; i < n; i++)
-        if (changes[idx[i]].round > max_round)
-            max_round = changes[idx[i]].round;
-    if (max_round == 0) {
-        memcpy(order, idx, n * sizeof(*order));
-        return order;
+    for (size_t i = 0; i < n; i++) {
+        order[i] = idx ? idx[i] : i;
+        if (changes[order[i]].round > max_round)
+            max_round = changes[order[i]].round;
     }
+    if (max_round == 0)
+        return order;
     start = calloc((size_t)max_round + 2, sizeof(*start));
     if (!start) {
         free(order);
         return NULL;
     }
     for (size_t i = 0; i < n; i++)
-        start[changes[idx[i]].round + 1]++;
+        start[changes[order[i]].round + 1]++;
     for (unsigned r = 1; r <= max_round + 1; r++)
         start[r] += start[r - 1];
-    for (size_t i = 0; i < n; i++)
-        order[start[changes[idx[i]].round]++] = idx[i];
+    for (size_t i = 0; i < n; i++) {
+        size_t c = idx ? idx[i] : i;
+
+        order[start[changes[c].round]++] = c;
+    }
     free(start);
     return order;
 }
 
-/* Build the groups for the changes whose index is in idx[0..n). On
- * failure writes errstr and leaves *out untouched. */
-static enum ns_err build_groups(const struct mapping *map,
-                                const struct change *changes,
-                                const size_t *idx, size_t n,
-                                struct group **out, size_t *out_count,
-                                char *errstr, size_t errstr_size)
+/* arr with room for used + 1 elements of elem bytes, *cap doubled when
+ * full; NULL when out of memory, arr then unchanged. */
+static void *plan_room(void *arr, size_t *cap, size_t used, size_t elem)
 {
-    struct group *groups = calloc(n ? n : 1, sizeof(*groups));
-    size_t count = 0;
-    enum ns_err err = NS_OK;
+    size_t want = *cap ? *cap * 2 : 8;
+    void *more;
 
-    size_t *order = rounds_order(changes, idx, n);
+    if (used < *cap)
+        return arr;
+    more = realloc(arr, want * elem);
+    if (more)
+        *cap = want;
+    return more;
+}
 
-    if (!groups || !order) {
-        free(groups);
-        free(order);
-        snprintf(errstr, errstr_size, "out of memory grouping %zu changes",
-                 n);
+static size_t shape_hash(const struct change *ch)
+{
+    uint64_t h = (uint64_t)(uintptr_t)ch->tbl ^
+                 (ch->shape * UINT64_C(0x9e3779b97f4a7c15)) ^
+                 (uint64_t)ch->action;
+
+    h ^= h >> 31;
+    h *= UINT64_C(0xbf58476d1ce4e5b9);
+    h ^= h >> 29;
+    return (size_t)h;
+}
+
+/* *out = the index of ch's shape in plan->shapes, added with its statement
+ * text when new. slots[0..nslots) is an open-addressing table of shape
+ * index + 1 (0 = empty), nslots a power of two above the changes. */
+static enum ns_err plan_shape(const struct mapping *map,
+                              struct apply_plan *plan, size_t *slots,
+                              size_t nslots, const struct change *ch,
+                              size_t *out, char *errstr, size_t errstr_size)
+{
+    size_t s = shape_hash(ch) & (nslots - 1);
+    struct shape *sh;
+    enum ns_err err;
+
+    for (; slots[s]; s = (s + 1) & (nslots - 1)) {
+        sh = &plan->shapes[slots[s] - 1];
+        if (sh->tbl == ch->tbl && sh->action == ch->action &&
+            sh->mask == ch->shape) {
+            *out = slots[s] - 1;
+            return NS_OK;
+        }
+    }
+    sh = plan_room(plan->shapes, &plan->shape_cap, plan->shape_count,
+                   sizeof(*sh));
+    if (!sh) {
+        snprintf(errstr, errstr_size, "out of memory grouping the changes "
+                 "of table %s", ch->tbl->table);
         return NS_ERR_NOMEM;
     }
-    for (size_t i = 0; i < n; i++) {
-        const struct change *ch = &changes[order[i]];
-        struct group *g = NULL;
+    plan->shapes = sh;
+    sh = &plan->shapes[plan->shape_count++];
+    memset(sh, 0, sizeof(*sh));
+    sh->tbl = ch->tbl;
+    sh->action = ch->action;
+    sh->mask = ch->shape;
+    buf_init(&sh->text, APPLY_STMT_MAX);
+    err = cypher_statement(map, sh->tbl, sh->action, sh->mask, &sh->text);
+    if (err == NS_ERR_LIMIT) {
+        snprintf(errstr, errstr_size, "the statement for table %s (key "
+                 "%s%s%s) exceeds %u bytes", ch->tbl->table,
+                 ch->key_values[0], ch->key_values[1][0] ? "/" : "",
+                 ch->key_values[1], APPLY_STMT_MAX);
+        return err;
+    }
+    if (err) {
+        snprintf(errstr, errstr_size, "could not build the statement for "
+                 "table %s (key %s%s%s): %s", ch->tbl->table,
+                 ch->key_values[0], ch->key_values[1][0] ? "/" : "",
+                 ch->key_values[1], ns_err_str(err));
+        return err;
+    }
+    slots[s] = plan->shape_count;
+    *out = plan->shape_count - 1;
+    return NS_OK;
+}
 
-        for (size_t j = 0; j < count; j++)
-            if (groups[j].tbl == ch->tbl && groups[j].action == ch->action &&
-                groups[j].shape == ch->shape && groups[j].round == ch->round) {
-                g = &groups[j];
-                break;
-            }
-        if (!g) {
-            g = &groups[count++];
-            g->tbl = ch->tbl;
-            g->action = ch->action;
-            g->shape = ch->shape;
-            g->round = ch->round;
-            g->members = calloc(n, sizeof(size_t));
-            buf_init(&g->text, APPLY_STMT_MAX);
-            g->params = cJSON_CreateObject();
-            if (!g->members || !g->params ||
-                !cJSON_AddArrayToObject(g->params, "rows")) {
-                err = NS_ERR_NOMEM;
-                snprintf(errstr, errstr_size, "out of memory grouping %zu "
-                         "changes of table %s", n, ch->tbl->table);
-                goto cleanup;
-            }
-            err = cypher_statement(map, g->tbl, g->action, g->shape, &g->text);
-            if (err == NS_ERR_LIMIT) {
-                snprintf(errstr, errstr_size, "the statement for table %s "
-                         "(key %s%s%s) exceeds %u bytes", ch->tbl->table,
-                         ch->key_values[0], ch->key_values[1][0] ? "/" : "",
-                         ch->key_values[1], APPLY_STMT_MAX);
-                goto cleanup;
-            }
-            if (err) {
-                snprintf(errstr, errstr_size, "could not build the statement "
-                         "for table %s (key %s%s%s): %s", ch->tbl->table,
-                         ch->key_values[0], ch->key_values[1][0] ? "/" : "",
-                         ch->key_values[1], ns_err_str(err));
-                goto cleanup;
-            }
-        }
-        g->members[g->count++] = order[i];
+/* The group of ch, whose shape is shape: changes come round by round, so
+ * it is the shape's newest group when that is of ch's round, else a new
+ * one. *out = its index. */
+static enum ns_err plan_group(struct apply_plan *plan, size_t shape,
+                              const struct change *ch, size_t *out,
+                              char *errstr, size_t errstr_size)
+{
+    struct shape *sh = &plan->shapes[shape];
+    struct group *g;
+
+    if (sh->group && plan->groups[sh->group - 1].round == ch->round) {
+        *out = sh->group - 1;
+        return NS_OK;
+    }
+    g = plan_room(plan->groups, &plan->group_cap, plan->count, sizeof(*g));
+    if (!g) {
+        snprintf(errstr, errstr_size, "out of memory grouping the changes "
+                 "of table %s", ch->tbl->table);
+        return NS_ERR_NOMEM;
+    }
+    plan->groups = g;
+    g = &plan->groups[plan->count++];
+    memset(g, 0, sizeof(*g));
+    g->tbl = ch->tbl;
+    g->action = ch->action;
+    g->shape = shape;
+    g->round = ch->round;
+    sh->group = plan->count;
+    *out = plan->count - 1;
+    return NS_OK;
+}
+
+/* Sort each group's rows and build its parameters and statement. */
+static enum ns_err plan_statements(struct apply_plan *plan,
+                                   const struct change *changes,
+                                   char *errstr, size_t errstr_size)
+{
+    plan->stmts = calloc(plan->count ? plan->count : 1, sizeof(*plan->stmts));
+    if (!plan->stmts) {
+        snprintf(errstr, errstr_size, "out of memory for %zu statements",
+                 plan->count);
+        return NS_ERR_NOMEM;
     }
     /* Rows in key order: concurrent writers then lock shared nodes in the
      * same order, which keeps Neo4j deadlocks rare. A group never holds two
      * changes of one row (coalesced, or in different rounds), so the order
      * does not change the result. */
     sort_changes = changes;
-    for (size_t j = 0; j < count; j++) {
-        struct group *g = &groups[j];
-        cJSON *rows = cJSON_GetObjectItemCaseSensitive(g->params, "rows");
+    for (size_t j = 0; j < plan->count; j++) {
+        struct group *g = &plan->groups[j];
+        cJSON *rows = NULL;
 
         qsort(g->members, g->count, sizeof(*g->members), by_change_key);
-        for (size_t m = 0; m < g->count; m++)
-            if (!cJSON_AddItemReferenceToArray(rows, changes[g->members[m]].row)) {
-                err = NS_ERR_NOMEM;
-                snprintf(errstr, errstr_size, "out of memory adding the "
-                         "rows of table %s", g->tbl->table);
-                goto cleanup;
-            }
+        g->params = cJSON_CreateObject();
+        if (g->params)
+            rows = cJSON_AddArrayToObject(g->params, "rows");
+        for (size_t m = 0; rows && m < g->count; m++)
+            if (!cJSON_AddItemReferenceToArray(rows, changes[g->members[m]].row))
+                rows = NULL;
+        if (!rows) {
+            snprintf(errstr, errstr_size, "out of memory adding the rows of "
+                     "table %s", g->tbl->table);
+            return NS_ERR_NOMEM;
+        }
+        plan->stmts[j].cypher = buf_str(&plan->shapes[g->shape].text);
+        plan->stmts[j].params = g->params;
     }
+    return NS_OK;
+}
+
+/*
+ * Contract in apply.h. Three passes over the changes in round order: find
+ * each one's shape and group (counting the members), cut the member array
+ * into one slice per group, fill the slices.
+ */
+enum ns_err apply_plan_build(const struct mapping *map,
+                             const struct change *changes, const size_t *idx,
+                             size_t n, struct apply_plan **out, char *errstr,
+                             size_t errstr_size)
+{
+    struct apply_plan *plan = calloc(1, sizeof(*plan));
+    size_t *order = rounds_order(changes, idx, n);
+    size_t *group_of = malloc((n ? n : 1) * sizeof(*group_of));
+    size_t *slots = NULL;
+    size_t nslots = 16, pos = 0;
+    enum ns_err err = NS_OK;
+
+    while (nslots < 2 * n)
+        nslots <<= 1;
+    slots = calloc(nslots, sizeof(*slots));
+    if (plan)
+        plan->members = malloc((n ? n : 1) * sizeof(*plan->members));
+    if (!plan || !order || !group_of || !slots || !plan->members) {
+        err = NS_ERR_NOMEM;
+        snprintf(errstr, errstr_size, "out of memory grouping %zu changes",
+                 n);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct change *ch = &changes[order[i]];
+        size_t shape;
+
+        err = plan_shape(map, plan, slots, nslots, ch, &shape, errstr,
+                         errstr_size);
+        if (!err)
+            err = plan_group(plan, shape, ch, &group_of[i], errstr,
+                             errstr_size);
+        if (err)
+            goto cleanup;
+        plan->groups[group_of[i]].count++;
+    }
+    for (size_t j = 0; j < plan->count; j++) {
+        plan->groups[j].members = plan->members + pos;
+        pos += plan->groups[j].count;
+        plan->groups[j].count = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct group *g = &plan->groups[group_of[i]];
+
+        g->members[g->count++] = order[i];
+    }
+    err = plan_statements(plan, changes, errstr, errstr_size);
+    if (err)
+        goto cleanup;
+    *out = plan;
+    plan = NULL;
 
 cleanup:
+    free(slots);
+    free(group_of);
     free(order);
-    if (err) {
-        groups_free(groups, count);
-        return err;
-    }
-    *out = groups;
-    *out_count = count;
-    return NS_OK;
+    apply_plan_free(plan);
+    return err;
+}
+
+const struct neo4j_stmt *apply_plan_statements(const struct apply_plan *plan,
+                                               size_t *count)
+{
+    *count = plan->count;
+    return plan->stmts;
 }
 
 static const char *row_str(const cJSON *row, int i)
@@ -252,127 +416,161 @@ static void record_group(const struct group *g, const struct change *changes,
                                    first_gv);
 }
 
-/* One transaction over the changes idx[0..n). */
+/* One transaction over the changes idx[0..n) (all n when idx is NULL).
+ * *failure: how neo4j_run ended (NEO4J_FAILURE_LOCAL when the plan could
+ * not be built). */
 static enum ns_err run_once(struct neo4j_client *nc, const struct mapping *map,
                             const struct change *changes, const size_t *idx,
                             size_t n, struct apply_result *results,
-                            struct apply_stats *stats, char *errstr,
+                            struct apply_stats *stats,
+                            enum neo4j_failure *failure, char *errstr,
                             size_t errstr_size)
 {
-    struct group *groups = NULL;
-    struct neo4j_stmt *stmts = NULL;
+    struct apply_plan *plan = NULL;
     cJSON *res = NULL;
-    size_t count = 0, failed = 0;
+    size_t failed = 0;
     enum ns_err err;
 
-    err = build_groups(map, changes, idx, n, &groups, &count, errstr,
-                       errstr_size);
+    *failure = NEO4J_FAILURE_LOCAL;
+    err = apply_plan_build(map, changes, idx, n, &plan, errstr, errstr_size);
     if (err)
         goto cleanup;
-    stmts = calloc(count ? count : 1, sizeof(*stmts));
-    if (!stmts) {
-        err = NS_ERR_NOMEM;
-        snprintf(errstr, errstr_size, "out of memory for %zu statements",
-                 count);
-        goto cleanup;
-    }
-    for (size_t i = 0; i < count; i++) {
-        stmts[i].cypher = buf_str(&groups[i].text);
-        stmts[i].params = groups[i].params;
-    }
     stats->transactions++;
-    stats->statements += (unsigned)count;
-    err = neo4j_run(nc, stmts, count, &res, &failed, errstr, errstr_size);
+    stats->statements += (unsigned)plan->count;
+    err = neo4j_run(nc, plan->stmts, plan->count, &res, &failed, errstr,
+                    errstr_size);
+    *failure = neo4j_last_failure(nc);
     if (err)
         goto cleanup;
-    for (size_t i = 0; i < count; i++)
-        record_group(&groups[i], changes, cJSON_GetArrayItem(res, (int)i),
+    for (size_t i = 0; i < plan->count; i++)
+        record_group(&plan->groups[i], changes, cJSON_GetArrayItem(res, (int)i),
                      results);
 
 cleanup:
     cJSON_Delete(res);
-    free(stmts);
-    groups_free(groups, count);
+    apply_plan_free(plan);
     return err;
+}
+
+/* Codes of contention between writers: the same change commits once the
+ * other transaction is done, so they are retried even in a forced split. */
+static int contention(const char *reason)
+{
+    static const char deadlock[] =
+        "Neo.TransientError.Transaction.DeadlockDetected";
+    static const char lock[] = "Neo.TransientError.Transaction.Lock";
+
+    return strncmp(reason, deadlock, sizeof(deadlock) - 1) == 0 ||
+           strncmp(reason, lock, sizeof(lock) - 1) == 0;
+}
+
+/* Whether the failed single transaction of one change marks it FAILED
+ * (else the split stops and the error is returned). Contract in apply.h. */
+static int change_rejected(enum ns_err err, enum neo4j_failure failure,
+                           const char *why, int force)
+{
+    if (err == NS_ERR_NEO4J_PERMANENT)
+        return 1;
+    /* in a forced split, what the server's state explains (a leader
+     * switch halfway) stops the split: it is not this change's fault */
+    return force && err == NS_ERR_NEO4J_TRANSIENT &&
+           failure == NEO4J_FAILURE_ANSWERED && !contention(why) &&
+           !neo4j_reason_is_environment(why);
+}
+
+/* Whether each of n > 1 changes was rejected alike: the same Neo4j code
+ * (the reason up to its first ": "), or, for a reason without one (a
+ * proxy's status, a size cap), the same whole reason. */
+static int rejected_alike(const struct apply_result *results, size_t n)
+{
+    const char *first = results[0].reason;
+    const char *end = strstr(first, ": ");
+    size_t len = strncmp(first, "Neo.", 4) == 0 && end ?
+                 (size_t)(end - first) + 2 : strlen(first) + 1;
+
+    for (size_t i = 0; i < n; i++)
+        if (results[i].status != APPLY_FAILED ||
+            strncmp(results[i].reason, first, len) != 0)
+            return 0;
+    return n > 1;
+}
+
+/* Apply each change alone so one bad row cannot hold back the others.
+ * Rare, so simplicity wins over fewer round trips. */
+static enum ns_err apply_split(struct neo4j_client *nc,
+                               const struct mapping *map,
+                               const struct change *changes, size_t n,
+                               struct apply_result *results,
+                               struct apply_stats *stats,
+                               const struct apply_options *opts,
+                               char *errstr, size_t errstr_size)
+{
+    int force = opts && opts->force_split;
+
+    for (size_t i = 0; i < n; i++) {
+        enum neo4j_failure failure;
+        enum ns_err err;
+        char why[512];
+
+        if (opts && opts->tick)
+            opts->tick(opts->tick_opaque);
+        err = run_once(nc, map, changes, &i, 1, results, stats, &failure, why,
+                       sizeof(why));
+        if (!err)
+            continue;
+        if (!change_rejected(err, failure, why, force)) {
+            snprintf(errstr, errstr_size, "%s", why);
+            return err;
+        }
+        results[i].status = APPLY_FAILED;
+        snprintf(results[i].reason, sizeof(results[i].reason), "%.250s", why);
+    }
+    /* No set of events is that uniformly bad: the cause is the server, a
+     * proxy or the statements' shape (a schema or version change).
+     * Dead-lettering would drop the whole batch; nothing was committed,
+     * so retry it. */
+    if (rejected_alike(results, n)) {
+        snprintf(errstr, errstr_size, "all %zu changes rejected alike, "
+                 "retrying the batch: %.400s", n, results[0].reason);
+        for (size_t i = 0; i < n; i++)
+            memset(&results[i], 0, sizeof(results[i]));
+        return NS_ERR_NEO4J_TRANSIENT;
+    }
+    return NS_OK;
 }
 
 enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
                           const struct change *changes, size_t n,
                           struct apply_result *results,
-                          struct apply_stats *stats, char *errstr,
+                          struct apply_stats *stats,
+                          const struct apply_options *opts, char *errstr,
                           size_t errstr_size)
 {
-    size_t *idx = NULL;
-    enum ns_err err = NS_OK;
+    enum neo4j_failure failure;
+    enum ns_err err;
 
     memset(stats, 0, sizeof(*stats));
     for (size_t i = 0; i < n; i++)
         memset(&results[i], 0, sizeof(results[i]));
     if (n == 0)
         return NS_OK;
-    idx = malloc(n * sizeof(*idx));
-    if (!idx) {
-        snprintf(errstr, errstr_size, "out of memory for %zu changes", n);
-        return NS_ERR_NOMEM;
+    if (opts && opts->force_split) {
+        log_msg(LOG_WARN, "applying a batch of %zu changes one by one, as "
+                "asked after repeated failures", n);
+        return apply_split(nc, map, changes, n, results, stats, opts, errstr,
+                           errstr_size);
     }
-    for (size_t i = 0; i < n; i++)
-        idx[i] = i;
-
-    err = run_once(nc, map, changes, idx, n, results, stats, errstr,
-                   errstr_size);
-    if (err != NS_ERR_NEO4J_PERMANENT || n == 1) {
-        if (err == NS_ERR_NEO4J_PERMANENT) {
-            results[0].status = APPLY_FAILED;
-            snprintf(results[0].reason, sizeof(results[0].reason), "%s",
-                     errstr);
-            err = NS_OK;
-        }
-        goto cleanup;
+    err = run_once(nc, map, changes, NULL, n, results, stats, &failure,
+                   errstr, errstr_size);
+    if (err != NS_ERR_NEO4J_PERMANENT)
+        return err;
+    if (n == 1) {
+        results[0].status = APPLY_FAILED;
+        snprintf(results[0].reason, sizeof(results[0].reason), "%s", errstr);
+        return NS_OK;
     }
-
-    /* Split: apply each change alone so one bad row cannot hold back the
-     * others. Rare, so simplicity wins over fewer round trips. */
     log_msg(LOG_WARN, "batch of %zu changes rejected by Neo4j, applying them "
             "one by one: %s", n, errstr);
-    for (size_t i = 0; i < n; i++) {
-        char why[512];
-
-        err = run_once(nc, map, changes, &idx[i], 1, results, stats, why,
-                       sizeof(why));
-        if (err == NS_ERR_NEO4J_PERMANENT) {
-            results[i].status = APPLY_FAILED;
-            snprintf(results[i].reason, sizeof(results[i].reason), "%.250s", why);
-            err = NS_OK;
-        } else if (err) {
-            snprintf(errstr, errstr_size, "%s", why);
-            goto cleanup;
-        }
-    }
-    /* Every change of the batch (n > 1 here) rejected with the same code:
-     * no set of events is that uniformly bad, the cause is the server or
-     * the statements' shape (a schema or version change). Dead-lettering
-     * would drop the whole batch; nothing was committed, so retry it. */
-    {
-        /* the code is the reason up to its first ": " */
-        const char *end = strstr(results[0].reason, ": ");
-        size_t len = end ? (size_t)(end - results[0].reason) : 0;
-        size_t same = 0;
-
-        while (len && strncmp(results[0].reason, "Neo.", 4) == 0 &&
-               same < n && results[same].status == APPLY_FAILED &&
-               strncmp(results[same].reason, results[0].reason,
-                       len + 2) == 0)
-            same++;
-        if (same == n) {
-            snprintf(errstr, errstr_size, "all %zu changes rejected alike, "
-                     "retrying the batch: %.400s", n, results[0].reason);
-            for (size_t i = 0; i < n; i++)
-                memset(&results[i], 0, sizeof(results[i]));
-            err = NS_ERR_NEO4J_TRANSIENT;
-        }
-    }
-
-cleanup:
-    free(idx);
-    return err;
+    return apply_split(nc, map, changes, n, results, stats, opts, errstr,
+                       errstr_size);
 }

@@ -564,6 +564,15 @@ static enum ns_err load_file(struct config *cfg, const char *path,
     err = file_int_min(&lc, path, "tombstones.horizon_s", 0,
                            &cfg->tombstone_horizon_s, errstr, errstr_size);
     if (!err)
+        err = file_int_min(&lc, path, "batch.max_bytes", 1024,
+                           &cfg->batch_max_bytes, errstr, errstr_size);
+    if (!err)
+        err = file_int_min(&lc, path, "batch.backlog_max_bytes", 1024,
+                           &cfg->backlog_max_bytes, errstr, errstr_size);
+    if (!err)
+        err = file_int_min(&lc, path, "retry.poison_after", 1,
+                           &cfg->poison_after, errstr, errstr_size);
+    if (!err)
         err = file_int_min(&lc, path, "tombstones.prune_every_s", 1,
                            &cfg->tombstone_prune_every_s, errstr,
                            errstr_size);
@@ -671,7 +680,13 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
         env_int_min("NEXUS_TOMBSTONE_HORIZON_S", &cfg->tombstone_horizon_s, 0,
                     errstr, errstr_size) ||
         env_int("NEXUS_TOMBSTONE_PRUNE_EVERY_S",
-                &cfg->tombstone_prune_every_s, errstr, errstr_size))
+                &cfg->tombstone_prune_every_s, errstr, errstr_size) ||
+        env_int_min("NEXUS_BATCH_MAX_BYTES", &cfg->batch_max_bytes, 1024,
+                    errstr, errstr_size) ||
+        env_int_min("NEXUS_BACKLOG_MAX_BYTES", &cfg->backlog_max_bytes, 1024,
+                    errstr, errstr_size) ||
+        env_int_min("NEXUS_RETRY_POISON_AFTER", &cfg->poison_after, 1,
+                    errstr, errstr_size))
         return NS_ERR_CONFIG;
     v = env_value("NEXUS_SOURCE_EPOCHS");
     if (v) {
@@ -764,6 +779,11 @@ enum ns_err config_load(struct config *cfg, const char *path,
     cfg->batch_max_ms = 50;
     cfg->retry_initial_ms = 200;
     cfg->retry_max_ms = 30000;
+    /* about three times this is what a batch costs at its peak (the
+     * change rows, the request body): well inside a 128Mi pod */
+    cfg->batch_max_bytes = 8 << 20;
+    cfg->backlog_max_bytes = 8 << 20;
+    cfg->poison_after = 8;
     /* a week: the lane topics' retention, so no event older than a
      * marker can still be read when the marker goes */
     cfg->tombstone_horizon_s = 7 * 24 * 3600;
@@ -871,11 +891,13 @@ void config_dump(const struct config *cfg, FILE *f)
         if (cfg->lanes[l])
             fprintf(f, "%s\"%s\"", n++ ? ", " : "",
                     mapping_lane_name((enum mapping_lane)l));
-    fprintf(f, "];\nbatch = { max_events = %d; max_ms = %d; };\n"
-               "retry = { initial_ms = %d; max_ms = %d; };\n"
+    fprintf(f, "];\nbatch = { max_events = %d; max_ms = %d; max_bytes = %d; "
+               "backlog_max_bytes = %d; };\n"
+               "retry = { initial_ms = %d; max_ms = %d; poison_after = %d; };\n"
                "log = { level = \"%s\"; json = %s; };\nkafka = {\n",
-            cfg->batch_max_events, cfg->batch_max_ms, cfg->retry_initial_ms,
-            cfg->retry_max_ms,
+            cfg->batch_max_events, cfg->batch_max_ms, cfg->batch_max_bytes,
+            cfg->backlog_max_bytes, cfg->retry_initial_ms, cfg->retry_max_ms,
+            cfg->poison_after,
             cfg->log_level == LOG_ERROR  ? "error"
             : cfg->log_level == LOG_WARN ? "warn"
             : cfg->log_level == LOG_INFO ? "info"

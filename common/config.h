@@ -26,6 +26,14 @@
  *                              # commit time (source.ts_ms) is at or after
  *                              # k of these instants is of epoch k, and
  *                              # positions compare (epoch, lsn)
+ *   batch = { max_bytes = 8388608; backlog_max_bytes = 8388608; };
+ *                              # memory bounds in bytes besides the count:
+ *                              # a batch, and what is held while a retry
+ *                              # waits (partitions stay paused beyond it)
+ *   retry = { poison_after = 8; };
+ *                              # a failure repeated word for word this many
+ *                              # times is the batch's fault: split it and
+ *                              # dead-letter what fails alone
  *   tombstones = { horizon_s = 604800; prune_every_s = 600; };
  *                              # delete markers older than the horizon (by
  *                              # source commit time) are pruned; 0: never
@@ -38,7 +46,9 @@
  * NEXUS_KAFKA_SSL_KEY_PASSWORD (ssl.key.password), NEXUS_PG_SSLMODE,
  * NEXUS_PG_SSLROOTCERT, NEXUS_NEO4J_CA_FILE, NEXUS_METRICS_PORT,
  * NEXUS_METRICS_BIND, NEXUS_RETRY_MAX_MS, NEXUS_SOURCE_EPOCHS (comma list),
- * NEXUS_TOMBSTONE_HORIZON_S, NEXUS_TOMBSTONE_PRUNE_EVERY_S. Every secret (*_PASSWORD) may
+ * NEXUS_TOMBSTONE_HORIZON_S, NEXUS_TOMBSTONE_PRUNE_EVERY_S,
+ * NEXUS_BATCH_MAX_BYTES, NEXUS_BACKLOG_MAX_BYTES, NEXUS_RETRY_POISON_AFTER.
+ * Every secret (*_PASSWORD) may
  * instead be read from the file named by *_PASSWORD_FILE; setting both is
  * an error.
  */
@@ -62,8 +72,12 @@ struct config {
     int lanes[LANE__COUNT];          /* non-zero: consume this lane */
     int batch_max_events;
     int batch_max_ms;
+    int batch_max_bytes;             /* payload and key bytes of a batch */
+    int backlog_max_bytes;           /* held while the loop cannot collect */
     int retry_initial_ms;
     int retry_max_ms;
+    int poison_after;                /* identical failures that make a
+                                        batch's error permanent */
     int log_level;
     int log_json;
     /* name/value pairs for librdkafka, NULL-terminated */

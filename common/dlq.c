@@ -4,10 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
+#include "dlq_letter.h"
+#include "kafka.h"
 #include "log.h"
 
 /* dlq_free waits this long for outstanding dead letters. */
@@ -16,9 +17,8 @@
 /* dlq_send waits at most this long for room in a full producer queue. */
 #define DLQ_QUEUE_FULL_WAIT_MS 5000
 #define DLQ_QUEUE_FULL_POLL_MS 100
-/* Room kept in a dead letter for its headers; the rest of the producer's
- * message.max.bytes may hold the key and value. */
-#define DLQ_HEADER_ROOM (32u * 1024u)
+/* dlq_new waits this long for the DLQ topic's max.message.bytes. */
+#define DLQ_DESCRIBE_MS 3000
 
 /*
  * Delivery reports are served by rd_kafka_poll/rd_kafka_flush in the
@@ -37,7 +37,9 @@ struct dlq {
     uint64_t failed;             /* failures in the current batch */
     uint64_t sent;               /* acknowledged since start */
     char last_error[256];        /* reason of the last failure */
-    size_t max_message;          /* the producer's message.max.bytes */
+    size_t max_message;          /* a letter's size limit: the producer's
+                                    message.max.bytes, or the topic's
+                                    max.message.bytes when smaller */
 };
 
 void dlq_header_str(const void *headers, const char *name, char *out,
@@ -57,6 +59,52 @@ void dlq_header_str(const void *headers, const char *name, char *out,
     out[size] = '\0';
 }
 
+/*
+ * The broker refused a letter as too large (the topic's limit was not
+ * known, or went down since dlq_new): send it once more, now without its
+ * value, with nexus.truncated saying the original sizes. A letter that has
+ * no value left fails as any other. Returns non-zero when resent.
+ */
+static int dlq_resend_cut(struct dlq *dlq, const rd_kafka_message_t *rkm)
+{
+    rd_kafka_headers_t *orig = NULL;
+    rd_kafka_headers_t *hdrs = NULL;
+    rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    const void *val = NULL;
+    size_t size = 0;
+    char sizes[64];
+
+    if ((rkm->err != RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE &&
+         rkm->err != RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE) ||
+        rkm->len == 0)
+        return 0;
+    if (rd_kafka_message_headers(rkm, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        hdrs = rd_kafka_headers_copy(orig);
+    else
+        hdrs = rd_kafka_headers_new(1);
+    if (!hdrs)
+        return 0;
+    /* a letter cut before keeps the sizes it says */
+    if (rd_kafka_header_get_last(hdrs, "nexus.truncated", &val, &size) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(sizes, sizeof(sizes), "key=%zu value=%zu", rkm->key_len,
+                 rkm->len);
+        kerr = rd_kafka_header_add(hdrs, "nexus.truncated", -1, sizes, -1);
+    }
+    if (!kerr)
+        kerr = rd_kafka_producev(
+            dlq->rk, RD_KAFKA_V_TOPIC(dlq->topic),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(rkm->key, rkm->key_len),
+            RD_KAFKA_V_VALUE(NULL, 0), RD_KAFKA_V_HEADERS(hdrs),
+            RD_KAFKA_V_OPAQUE(rkm->_private), RD_KAFKA_V_END);
+    if (kerr) {
+        rd_kafka_headers_destroy(hdrs);
+        return 0;
+    }
+    return 1;
+}
+
 static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
                       void *opaque)
 {
@@ -67,13 +115,15 @@ static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
     char partition[24];
     char offset[24];
     char key[128];
+    int resent;
 
     (void)rk;
     if (!rkm->err) {
         dlq->sent++;
         return;
     }
-    if (gen == dlq->gen) {
+    resent = dlq_resend_cut(dlq, rkm);
+    if (gen == dlq->gen && !resent) {
         dlq->failed++;
         snprintf(dlq->last_error, sizeof(dlq->last_error), "%s",
                  rd_kafka_err2str(rkm->err));
@@ -86,12 +136,17 @@ static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
     dlq_header_str(hdrs, "nexus.source.partition", partition,
                    sizeof(partition));
     dlq_header_str(hdrs, "nexus.source.offset", offset, sizeof(offset));
-    log_event(LOG_WARN, topic[0] ? topic : NULL, (int32_t)atol(partition),
-              atoll(offset), log_key_text(rkm->key, rkm->key_len, key,
-                                          sizeof(key)),
-              "could not deliver dead letter to %s: %s%s", dlq->topic,
-              rd_kafka_err2str(rkm->err),
-              gen == dlq->gen ? "" : " (batch already given up)");
+    log_key_text(rkm->key, rkm->key_len, key, sizeof(key));
+    if (resent)
+        log_event(LOG_WARN, topic[0] ? topic : NULL, (int32_t)atol(partition),
+                  atoll(offset), key, "dead letter of %zu bytes refused by "
+                  "%s as too large (%s): sent again without its value",
+                  rkm->len, dlq->topic, rd_kafka_err2str(rkm->err));
+    else
+        log_event(LOG_WARN, topic[0] ? topic : NULL, (int32_t)atol(partition),
+                  atoll(offset), key, "could not deliver dead letter to %s: "
+                  "%s%s", dlq->topic, rd_kafka_err2str(rkm->err),
+                  gen == dlq->gen ? "" : " (batch already given up)");
 }
 
 static void dlq_error_cb(rd_kafka_t *rk, int err, const char *reason,
@@ -99,20 +154,7 @@ static void dlq_error_cb(rd_kafka_t *rk, int err, const char *reason,
 {
     (void)rk;
     (void)opaque;
-    log_msg(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN,
-            "dead letter producer: %s: %s",
-            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
-}
-
-/* librdkafka's own log lines, served on our thread (log.queue). */
-static void dlq_log_cb(const rd_kafka_t *rk, int level, const char *fac,
-                       const char *buf)
-{
-    enum log_level lvl = log_level_from_syslog(level);
-
-    (void)rk;
-    if (log_enabled(lvl))
-        log_msg(lvl, "rdkafka %s: %s", fac, buf);
+    kafka_log_error("dead letter producer", err, reason);
 }
 
 /* A new producer from the template; on failure *rk stays NULL. */
@@ -154,6 +196,70 @@ static void dlq_stop(struct dlq *dlq)
     dlq->rk = NULL;
 }
 
+/*
+ * The DLQ topic's max.message.bytes (its own, or the broker's default),
+ * asked with DescribeConfigs for at most DLQ_DESCRIBE_MS; 0 when it cannot
+ * be had (broker down, no such topic yet, no DESCRIBE_CONFIGS right).
+ */
+static size_t dlq_topic_limit(struct dlq *dlq)
+{
+    rd_kafka_ConfigResource_t *res = NULL;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_queue_t *queue = NULL;
+    rd_kafka_event_t *ev = NULL;
+    const rd_kafka_ConfigResource_t **got;
+    const rd_kafka_ConfigEntry_t **entries;
+    size_t n = 0, limit = 0;
+    char why[256] = "no max.message.bytes in the answer";
+
+    res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, dlq->topic);
+    opts = rd_kafka_AdminOptions_new(dlq->rk,
+                                     RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+    queue = rd_kafka_queue_new(dlq->rk);
+    if (!res || !opts || !queue ||
+        rd_kafka_AdminOptions_set_request_timeout(opts, DLQ_DESCRIBE_MS, why,
+                                                  sizeof(why))) {
+        snprintf(why, sizeof(why), "out of memory");
+        goto cleanup;
+    }
+    rd_kafka_DescribeConfigs(dlq->rk, &res, 1, opts, queue);
+    ev = rd_kafka_queue_poll(queue, DLQ_DESCRIBE_MS + 1000);
+    if (!ev || rd_kafka_event_error(ev)) {
+        snprintf(why, sizeof(why), "%s", ev ? rd_kafka_event_error_string(ev)
+                                            : "no answer");
+        goto cleanup;
+    }
+    got = rd_kafka_DescribeConfigs_result_resources(
+        rd_kafka_event_DescribeConfigs_result(ev), &n);
+    if (n != 1 || rd_kafka_ConfigResource_error(got[0])) {
+        snprintf(why, sizeof(why), "%s", n == 1 ?
+                 rd_kafka_ConfigResource_error_string(got[0]) : "no answer");
+        goto cleanup;
+    }
+    entries = rd_kafka_ConfigResource_configs(got[0], &n);
+    for (size_t i = 0; i < n && !limit; i++)
+        if (strcmp(rd_kafka_ConfigEntry_name(entries[i]),
+                   "max.message.bytes") == 0 &&
+            rd_kafka_ConfigEntry_value(entries[i]))
+            limit = (size_t)strtoull(rd_kafka_ConfigEntry_value(entries[i]),
+                                     NULL, 10);
+
+cleanup:
+    if (!limit)
+        log_msg(LOG_WARN, "could not read max.message.bytes of %s: %s; a "
+                "dead letter the broker refuses as too large is sent again "
+                "without its value", dlq->topic, why);
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (queue)
+        rd_kafka_queue_destroy(queue);
+    if (opts)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (res)
+        rd_kafka_ConfigResource_destroy(res);
+    return limit;
+}
+
 enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
                     const char *worker, struct dlq **out, char *errstr,
                     size_t errstr_size)
@@ -168,6 +274,7 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
     char kerr[512];
     char mmb[32];
     size_t mmb_size = sizeof(mmb);
+    size_t limit;
 
     *out = NULL;
     if (!topic || !*topic || !worker || !*worker) {
@@ -182,52 +289,51 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
     }
     dlq->topic = strdup(topic);
     dlq->worker = strdup(worker);
-    dlq->conf = rd_kafka_conf_new();
-    if (!dlq->topic || !dlq->worker || !dlq->conf) {
+    if (!dlq->topic || !dlq->worker) {
         err = NS_ERR_NOMEM;
         ns_err_set(errstr, errstr_size, "out of memory");
         goto cleanup;
     }
     /* The caller's properties first, then what the DLQ's guarantees rest
      * on, which no configuration may weaken. */
-    for (size_t i = 0; kafka_props && kafka_props[i]; i += 2) {
-        if (!kafka_props[i + 1]) {
-            err = NS_ERR_CONFIG;
-            ns_err_set(errstr, errstr_size,
-                        "kafka property %s has no value", kafka_props[i]);
-            goto cleanup;
-        }
-        if (rd_kafka_conf_set(dlq->conf, kafka_props[i], kafka_props[i + 1],
-                              kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            err = NS_ERR_CONFIG;
-            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
-                        kafka_props[i], kerr);
-            goto cleanup;
-        }
-    }
-    for (size_t i = 0; forced[i]; i += 2) {
-        if (rd_kafka_conf_set(dlq->conf, forced[i], forced[i + 1], kerr,
-                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            err = NS_ERR_CONFIG;
-            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
-                        forced[i], kerr);
-            goto cleanup;
-        }
-    }
+    err = kafka_conf_new(NULL, kafka_props, forced, 0, &dlq->conf, errstr,
+                         errstr_size);
+    if (err)
+        goto cleanup;
     /* An event larger than this cannot be a dead letter as it is: the
      * producer refuses it, and the batch would be retried for ever. */
     dlq->max_message = 1000000;
     if (rd_kafka_conf_get(dlq->conf, "message.max.bytes", mmb, &mmb_size) ==
-            RD_KAFKA_CONF_OK && strtoull(mmb, NULL, 10) > 2 * DLQ_HEADER_ROOM)
+            RD_KAFKA_CONF_OK && strtoull(mmb, NULL, 10) > 0)
         dlq->max_message = (size_t)strtoull(mmb, NULL, 10);
     rd_kafka_conf_set_opaque(dlq->conf, dlq);
     rd_kafka_conf_set_dr_msg_cb(dlq->conf, dlq_dr_cb);
     rd_kafka_conf_set_error_cb(dlq->conf, dlq_error_cb);
-    rd_kafka_conf_set_log_cb(dlq->conf, dlq_log_cb);
 
     err = dlq_start(dlq, errstr, errstr_size);
     if (err)
         goto cleanup;
+    /* The broker refuses a record batch over the topic's limit: letters
+     * are cut to it, and batches kept under it (batch.size), so that one
+     * refused batch never takes small letters with it. */
+    limit = dlq_topic_limit(dlq);
+    if (limit > DLQ_LETTER_RECORD_OVERHEAD && limit < dlq->max_message) {
+        snprintf(mmb, sizeof(mmb), "%zu", limit - DLQ_LETTER_RECORD_OVERHEAD);
+        dlq_stop(dlq);
+        if (rd_kafka_conf_set(dlq->conf, "batch.size", mmb, kerr,
+                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
+            err = NS_ERR_CONFIG;
+            ns_err_set(errstr, errstr_size, "kafka property batch.size: %s",
+                       kerr);
+            goto cleanup;
+        }
+        dlq->max_message = limit;
+        err = dlq_start(dlq, errstr, errstr_size);
+        if (err)
+            goto cleanup;
+    }
+    log_msg(LOG_DEBUG, "dead letters to %s are cut to %zu bytes", dlq->topic,
+            dlq->max_message);
     *out = dlq;
     dlq = NULL;
 
@@ -256,84 +362,6 @@ void dlq_free(struct dlq *dlq)
     free(dlq);
 }
 
-/* "2024-05-01T12:34:56.789Z" */
-static void dlq_now_iso(char *out, size_t out_size)
-{
-    struct timespec now;
-    struct tm tm;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    snprintf(out, out_size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (int)(now.tv_nsec / 1000000));
-}
-
-/* The dead letter's headers: the source message's own, then ours, so
- * that a letter dead twice reads its newest reason with get_last. Returns
- * NULL when out of memory; the caller owns the result. */
-static rd_kafka_headers_t *dlq_headers_new(const struct dlq *dlq,
-                                           const struct dlq_source *src,
-                                           enum ns_err error_class,
-                                           const char *reason, int truncated)
-{
-    rd_kafka_headers_t *orig = src->headers;
-    rd_kafka_headers_t *hdrs;
-    char partition[24];
-    char offset[24];
-    char now[96];
-    const char *name;
-    const void *val;
-    size_t size;
-    size_t count = orig ? rd_kafka_header_cnt(orig) : 0;
-    rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
-
-    hdrs = rd_kafka_headers_new(count + 7);
-    if (!hdrs)
-        return NULL;
-    for (size_t i = 0; orig && kerr == RD_KAFKA_RESP_ERR_NO_ERROR; i++) {
-        if (rd_kafka_header_get_all(orig, i, &name, &val, &size) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR)
-            break;
-        kerr = rd_kafka_header_add(hdrs, name, -1, val, (ssize_t)size);
-    }
-    snprintf(partition, sizeof(partition), "%d", (int)src->partition);
-    snprintf(offset, sizeof(offset), "%lld", (long long)src->offset);
-    dlq_now_iso(now, sizeof(now));
-    if (!kerr)
-        kerr = rd_kafka_header_add(hdrs, "nexus.reason", -1,
-                                   reason ? reason : "", -1);
-    if (!kerr)
-        kerr = rd_kafka_header_add(hdrs, "nexus.error.class", -1,
-                                   ns_err_str(error_class), -1);
-    if (!kerr)
-        kerr = rd_kafka_header_add(hdrs, "nexus.source.topic", -1,
-                                   src->topic ? src->topic : "", -1);
-    if (!kerr)
-        kerr = rd_kafka_header_add(hdrs, "nexus.source.partition", -1,
-                                   partition, -1);
-    if (!kerr)
-        kerr = rd_kafka_header_add(hdrs, "nexus.source.offset", -1, offset,
-                                   -1);
-    if (!kerr)
-        kerr = rd_kafka_header_add(hdrs, "nexus.worker", -1, dlq->worker,
-                                   -1);
-    if (!kerr)
-        kerr = rd_kafka_header_add(hdrs, "nexus.time", -1, now, -1);
-    if (!kerr && truncated) {
-        /* what the cut key and value were: their original sizes */
-        char sizes[64];
-        snprintf(sizes, sizeof(sizes), "key=%zu value=%zu",
-                 src->key ? src->key_len : 0, src->value ? src->value_len : 0);
-        kerr = rd_kafka_header_add(hdrs, "nexus.truncated", -1, sizes, -1);
-    }
-    if (kerr) {
-        rd_kafka_headers_destroy(hdrs);
-        return NULL;
-    }
-    return hdrs;
-}
-
 /*
  * Contract in dlq.h. A producer that hit a fatal error (idempotence can
  * fence itself) is replaced here first; its outstanding letters are failed
@@ -350,8 +378,6 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
     int waited = 0;
     size_t key_len = src->key ? src->key_len : 0;
     size_t value_len = src->value ? src->value_len : 0;
-    size_t room = dlq->max_message - DLQ_HEADER_ROOM;
-    int truncated = 0;
     enum ns_err err = NS_OK;
 
     if (!dlq->rk ||
@@ -374,27 +400,27 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
         if (err)
             goto cleanup;
     }
-    /* Too large for the producer: the letter keeps the first bytes of the
-     * key and value, and nexus.truncated says their real sizes. */
-    if (key_len > room / 4) {
-        key_len = room / 4;
-        truncated = 1;
-    }
-    if (value_len > room - key_len) {
-        value_len = room - key_len;
-        truncated = 1;
-    }
-    if (truncated)
-        log_event(LOG_WARN, src->topic, src->partition, src->offset, NULL,
-                  "dead letter cut to %zu bytes of key and %zu of value "
-                  "(message.max.bytes %zu)", key_len, value_len,
-                  dlq->max_message);
-    hdrs = dlq_headers_new(dlq, src, error_class, reason, truncated);
+    /* Too large for the producer or the topic: the letter keeps the first
+     * bytes of the key and value, and nexus.truncated says their real
+     * sizes. */
+    hdrs = dlq_letter_headers(dlq->worker, dlq->max_message, src,
+                              error_class, reason, &key_len, &value_len);
     if (!hdrs) {
         err = NS_ERR_NOMEM;
         ns_err_set(errstr, errstr_size,
                     "could not build dead letter headers");
         goto cleanup;
+    }
+    if (key_len < (src->key ? src->key_len : 0) ||
+        value_len < (src->value ? src->value_len : 0)) {
+        char key[128];
+
+        log_event(LOG_WARN, src->topic, src->partition, src->offset,
+                  log_key_text(src->key, key_len, key, sizeof(key)),
+                  "dead letter cut to %zu bytes of key and %zu of value, "
+                  "from %zu and %zu (limit %zu bytes)", key_len, value_len,
+                  src->key ? src->key_len : 0,
+                  src->value ? src->value_len : 0, dlq->max_message);
     }
     for (;;) {
         kerr = rd_kafka_producev(

@@ -8,11 +8,19 @@
  *   nexus.source.topic / nexus.source.partition / nexus.source.offset
  *   nexus.worker          worker name
  *   nexus.time            ISO-8601 UTC time of the decision
- *   nexus.truncated       only on a letter cut to fit message.max.bytes:
- *                         "key=N value=M", the original sizes
+ *   nexus.truncated       only on a letter cut to fit: "key=N value=M",
+ *                         the original sizes
  * plus the original message's own headers. The producer is idempotent with
  * acks=all; offsets of DLQ'd events are committed only after dlq_flush()
  * reports every send acknowledged.
+ *
+ * A letter never blocks the loop by its size: key and value are cut to a
+ * prefix so that the record fits the producer's message.max.bytes and the
+ * DLQ topic's max.message.bytes (read once by dlq_new). Should the broker
+ * still refuse one as too large (the topic's limit could not be read, or
+ * went down since), it is sent once more without its value; that one is
+ * not retried again. nexus-dlq re-drives a cut letter with the original,
+ * read back from the source topic.
  */
 #ifndef NS_DLQ_H
 #define NS_DLQ_H
@@ -20,26 +28,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dlq_letter.h"
 #include "err.h"
 
 struct dlq;
 
-/* The original message, as the consumer loop saw it. */
-struct dlq_source {
-    const char *topic;
-    int32_t partition;
-    int64_t offset;
-    const void *key;
-    size_t key_len;
-    const void *value;
-    size_t value_len;
-    void *headers;   /* rd_kafka_headers_t * of the source message, or NULL */
-};
 
 /*
  * Create a producer to topic for worker. kafka_props is a NULL-terminated
  * list of librdkafka name/value pairs applied first (bootstrap.servers,
- * security settings, ...). On success *out is owned by the caller.
+ * security settings, message.max.bytes as a cap of our own, ...). Asks the
+ * broker for the topic's max.message.bytes, waiting at most 3 s; without
+ * an answer (broker down, no DESCRIBE_CONFIGS right) it logs a warning and
+ * goes on. On success *out is owned by the caller.
  */
 enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
                     const char *worker, struct dlq **out, char *errstr,

@@ -10,7 +10,10 @@
  *
  * Envelope members are looked up case-sensitively and a duplicated member
  * the event depends on is an error: two readers of the same JSON must not
- * disagree on which "op" or "after" counts.
+ * disagree on which "op" or "after" counts. Those readers, and the ones of
+ * source's members, live in event_member.c; this file owns the raw scan,
+ * the tombstone test, the envelope, op and row images, and the schema's
+ * numeric scales.
  */
 #include "event.h"
 
@@ -22,36 +25,13 @@
 #include <string.h>
 
 #include "convert.h"
+#include "event_member.h"
 
 /* Deepest nesting of objects/arrays accepted; a Debezium envelope with its
  * schema needs about 6, a jsonb column travels as a string. */
 #define EVENT_MAX_DEPTH 64
 
-/* Longest excerpt of a bad value quoted in an error message. */
-#define EVENT_QUOTE_MAX 32
-
 #define EVENT_DECIMAL_NAME "org.apache.kafka.connect.data.Decimal"
-
-/*
- * Copy at most EVENT_QUOTE_MAX bytes of s into dst (size dstsize) for an
- * error message, replacing anything but printable ASCII with '?' so a
- * hostile value cannot forge log lines. Adds "..." when s was cut.
- */
-static const char *event_quote(const char *s, char *dst, size_t dstsize)
-{
-    size_t i, n = 0;
-
-    if (dstsize < EVENT_QUOTE_MAX + 4)
-        return "";
-    for (i = 0; s[i] && n < EVENT_QUOTE_MAX; i++)
-        dst[n++] = (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\'') ? s[i] : '?';
-    if (s[i]) {
-        memcpy(dst + n, "...", 3);
-        n += 3;
-    }
-    dst[n] = '\0';
-    return dst;
-}
 
 /*
  * Length of the valid UTF-8 sequence starting at p (at most avail bytes),
@@ -208,258 +188,6 @@ cleanup:
     return tomb;
 }
 
-/*
- * Find member key of obj, case-sensitively. *found is NULL when absent.
- * Returns NS_ERR_SCHEMA when the member appears more than once. what names
- * obj in the message ("payload", "source").
- */
-static enum ns_err event_member(const cJSON *obj, const char *what,
-                                const char *key, const cJSON **found,
-                                char *errstr, size_t errstr_size)
-{
-    const cJSON *item;
-
-    *found = NULL;
-    cJSON_ArrayForEach(item, obj) {
-        if (!item->string || strcmp(item->string, key) != 0)
-            continue;
-        if (*found) {
-            ns_err_set(errstr, errstr_size, "duplicate member '%s' in %s",
-                         key, what);
-            *found = NULL;
-            return NS_ERR_SCHEMA;
-        }
-        *found = item;
-    }
-    return NS_OK;
-}
-
-/*
- * A non-negative integral JSON number that fits int64_t. Absent or null
- * leaves *out at -1.
- */
-static enum ns_err event_int_member(const cJSON *obj, const char *what,
-                                    const char *key, int64_t *out,
-                                    char *errstr, size_t errstr_size)
-{
-    const cJSON *v;
-    enum ns_err err;
-    double d;
-
-    *out = -1;
-    err = event_member(obj, what, key, &v, errstr, errstr_size);
-    if (err)
-        return err;
-    if (!v || cJSON_IsNull(v))
-        return NS_OK;
-    if (!cJSON_IsNumber(v)) {
-        ns_err_set(errstr, errstr_size, "%s.%s is %s, not a number", what,
-                     key, convert_json_kind(v));
-        return NS_ERR_SCHEMA;
-    }
-    d = v->valuedouble;
-    /* 9223372036854775808.0 is 2^63, the first double past INT64_MAX. */
-    if (!isfinite(d) || d != floor(d) || d < 0 || d >= 9223372036854775808.0) {
-        ns_err_set(errstr, errstr_size,
-                     "%s.%s is not a non-negative 64-bit integer", what, key);
-        return NS_ERR_SCHEMA;
-    }
-    *out = (int64_t)d;
-    return NS_OK;
-}
-
-/* Parse n decimal digits [p, p+n) into a non-negative int64. */
-static int event_parse_digits(const char *p, size_t n, int64_t *out)
-{
-    int64_t v = 0;
-    size_t i;
-
-    if (n == 0)
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        if (v > (INT64_MAX - (p[i] - '0')) / 10)
-            return -1;
-        v = v * 10 + (p[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/*
- * One element of source.sequence at *pp: null or a string of decimal
- * digits. Advances *pp past it. -1 on a malformed element.
- */
-static int event_sequence_elem(const char **pp, int64_t *out)
-{
-    const char *p = *pp, *q;
-
-    if (strncmp(p, "null", 4) == 0) {
-        *out = -1;
-        *pp = p + 4;
-        return 0;
-    }
-    if (*p != '"')
-        return -1;
-    q = strchr(p + 1, '"');
-    if (!q || event_parse_digits(p + 1, (size_t)(q - p - 1), out) != 0)
-        return -1;
-    *pp = q + 1;
-    return 0;
-}
-
-static const char *event_skip_space(const char *p)
-{
-    while (event_is_json_space((unsigned char)*p))
-        p++;
-    return p;
-}
-
-/*
- * source.sequence is a string holding a JSON array of two LSNs as strings,
- * ["<last commit lsn>","<current lsn>"], either of which may be null.
- * Parsed by hand: the format is fixed and this avoids a second recursive
- * parse of untrusted text. Absent or null leaves *last_commit at -1.
- */
-static enum ns_err event_sequence(const cJSON *source, int64_t *last_commit,
-                                  int64_t *current, char *errstr,
-                                  size_t errstr_size)
-{
-    const cJSON *v;
-    const char *p;
-    int64_t first = -1, second = -1;
-    enum ns_err err;
-
-    *last_commit = *current = -1;
-    err = event_member(source, "source", "sequence", &v, errstr, errstr_size);
-    if (err)
-        return err;
-    if (!v || cJSON_IsNull(v))
-        return NS_OK;
-    if (!cJSON_IsString(v) || !v->valuestring) {
-        ns_err_set(errstr, errstr_size,
-                     "source.sequence is %s, not a string",
-                     convert_json_kind(v));
-        return NS_ERR_SCHEMA;
-    }
-    p = event_skip_space(v->valuestring);
-    if (*p++ != '[')
-        goto bad;
-    p = event_skip_space(p);
-    if (event_sequence_elem(&p, &first) != 0)
-        goto bad;
-    p = event_skip_space(p);
-    if (*p++ != ',')
-        goto bad;
-    p = event_skip_space(p);
-    if (event_sequence_elem(&p, &second) != 0)
-        goto bad;
-    p = event_skip_space(p);
-    if (*p++ != ']')
-        goto bad;
-    p = event_skip_space(p);
-    if (*p != '\0')
-        goto bad;
-    *last_commit = first;
-    *current = second;
-    return NS_OK;
-
-bad:
-    ns_err_set(errstr, errstr_size,
-                 "source.sequence is not a JSON array of two LSN strings "
-                 "or nulls");
-    return NS_ERR_SCHEMA;
-}
-
-/*
- * source.snapshot: absent, null, false and "false" are 0; true and the
- * strings "true", "first", "first_in_data_collection", "last",
- * "last_in_data_collection" and "incremental" are 1.
- */
-static enum ns_err event_snapshot(const cJSON *source, int *snapshot,
-                                  char *errstr, size_t errstr_size)
-{
-    static const char *const on[] = {
-        "true", "first", "first_in_data_collection", "last",
-        "last_in_data_collection", "incremental"};
-    const cJSON *v;
-    enum ns_err err;
-    char q[EVENT_QUOTE_MAX + 4];
-    size_t i;
-
-    *snapshot = 0;
-    err = event_member(source, "source", "snapshot", &v, errstr, errstr_size);
-    if (err)
-        return err;
-    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v))
-        return NS_OK;
-    if (cJSON_IsTrue(v)) {
-        *snapshot = 1;
-        return NS_OK;
-    }
-    if (!cJSON_IsString(v) || !v->valuestring) {
-        ns_err_set(errstr, errstr_size,
-                     "source.snapshot is %s, not a boolean or string",
-                     convert_json_kind(v));
-        return NS_ERR_SCHEMA;
-    }
-    if (strcmp(v->valuestring, "false") == 0)
-        return NS_OK;
-    for (i = 0; i < sizeof(on) / sizeof(on[0]); i++) {
-        if (strcmp(v->valuestring, on[i]) == 0) {
-            *snapshot = 1;
-            return NS_OK;
-        }
-    }
-    ns_err_set(errstr, errstr_size, "unknown source.snapshot '%s'",
-                 event_quote(v->valuestring, q, sizeof(q)));
-    return NS_ERR_SCHEMA;
-}
-
-/*
- * Copy the string member key of source into dst (EVENT_NAME_MAX bytes).
- * Absent or null gives "" when optional, an error otherwise; an empty
- * string is an error when required.
- */
-static enum ns_err event_name_member(const cJSON *source, const char *key,
-                                     int required, char *dst, char *errstr,
-                                     size_t errstr_size)
-{
-    const cJSON *v;
-    enum ns_err err;
-    size_t n;
-
-    dst[0] = '\0';
-    err = event_member(source, "source", key, &v, errstr, errstr_size);
-    if (err)
-        return err;
-    if (!v || cJSON_IsNull(v)) {
-        if (!required)
-            return NS_OK;
-        ns_err_set(errstr, errstr_size, "missing source.%s", key);
-        return NS_ERR_SCHEMA;
-    }
-    if (!cJSON_IsString(v) || !v->valuestring) {
-        ns_err_set(errstr, errstr_size, "source.%s is %s, not a string",
-                     key, convert_json_kind(v));
-        return NS_ERR_SCHEMA;
-    }
-    n = strlen(v->valuestring);
-    if (n == 0 && required) {
-        ns_err_set(errstr, errstr_size, "source.%s is empty", key);
-        return NS_ERR_SCHEMA;
-    }
-    if (n >= EVENT_NAME_MAX) {
-        ns_err_set(errstr, errstr_size,
-                     "source.%s is %zu bytes, longer than %d", key, n,
-                     EVENT_NAME_MAX - 1);
-        return NS_ERR_SCHEMA;
-    }
-    memcpy(dst, v->valuestring, n + 1);
-    return NS_OK;
-}
-
 static enum ns_err event_source(struct event *ev, const cJSON *source,
                                 char *errstr, size_t errstr_size)
 {
@@ -467,31 +195,31 @@ static enum ns_err event_source(struct event *ev, const cJSON *source,
     /* A logical decoding message belongs to no table: Debezium sends "". */
     int table_required = ev->op != EVENT_OP_MESSAGE;
 
-    err = event_name_member(source, "table", table_required, ev->table,
-                            errstr, errstr_size);
+    err = event_member_name(source, "table", table_required, ev->table,
+                            sizeof(ev->table), errstr, errstr_size);
     if (err)
         return err;
-    err = event_name_member(source, "schema", 0, ev->schema, errstr,
-                            errstr_size);
+    err = event_member_name(source, "schema", 0, ev->schema,
+                            sizeof(ev->schema), errstr, errstr_size);
     if (err)
         return err;
-    err = event_int_member(source, "source", "lsn", &ev->lsn, errstr,
+    err = event_member_int(source, "source", "lsn", &ev->lsn, errstr,
                            errstr_size);
     if (err)
         return err;
-    err = event_int_member(source, "source", "txId", &ev->tx_id, errstr,
+    err = event_member_int(source, "source", "txId", &ev->tx_id, errstr,
                            errstr_size);
     if (err)
         return err;
-    err = event_int_member(source, "source", "ts_ms", &ev->ts_ms, errstr,
+    err = event_member_int(source, "source", "ts_ms", &ev->ts_ms, errstr,
                            errstr_size);
     if (err)
         return err;
-    err = event_sequence(source, &ev->last_commit_lsn, &ev->sequence_lsn,
-                         errstr, errstr_size);
+    err = event_member_sequence(source, &ev->last_commit_lsn,
+                                &ev->sequence_lsn, errstr, errstr_size);
     if (err)
         return err;
-    return event_snapshot(source, &ev->snapshot, errstr, errstr_size);
+    return event_member_snapshot(source, &ev->snapshot, errstr, errstr_size);
 }
 
 /* A row image member: absent or null gives NULL, else it must be an
@@ -504,7 +232,7 @@ static enum ns_err event_image(const cJSON *payload, const char *key,
     enum ns_err err;
 
     *out = NULL;
-    err = event_member(payload, "payload", key, &v, errstr, errstr_size);
+    err = event_member_find(payload, "payload", key, &v, errstr, errstr_size);
     if (err)
         return err;
     if (!v || cJSON_IsNull(v))
@@ -524,9 +252,9 @@ static enum ns_err event_op(const cJSON *payload, enum event_op *op,
     const cJSON *v;
     enum ns_err err;
     const char *s;
-    char q[EVENT_QUOTE_MAX + 4];
+    char q[EVENT_MEMBER_QUOTE_MAX + 4];
 
-    err = event_member(payload, "payload", "op", &v, errstr, errstr_size);
+    err = event_member_find(payload, "payload", "op", &v, errstr, errstr_size);
     if (err)
         return err;
     if (!v || cJSON_IsNull(v)) {
@@ -544,7 +272,7 @@ static enum ns_err event_op(const cJSON *payload, enum event_op *op,
         return NS_OK;
     }
     ns_err_set(errstr, errstr_size, "unknown op '%s'",
-                 event_quote(s, q, sizeof(q)));
+                 event_member_quote(s, q, sizeof(q)));
     return NS_ERR_SCHEMA;
 }
 
@@ -560,15 +288,16 @@ static enum ns_err event_unwrap(struct event *ev, const cJSON **payload,
     enum ns_err err;
 
     *payload = NULL;
-    err = event_member(ev->root, "the message", "op", &op, errstr, errstr_size);
+    err = event_member_find(ev->root, "the message", "op", &op, errstr,
+                            errstr_size);
     if (err)
         return err;
-    err = event_member(ev->root, "the message", "schema", &schema, errstr,
-                       errstr_size);
+    err = event_member_find(ev->root, "the message", "schema", &schema,
+                            errstr, errstr_size);
     if (err)
         return err;
-    err = event_member(ev->root, "the message", "payload", &inner, errstr,
-                       errstr_size);
+    err = event_member_find(ev->root, "the message", "payload", &inner,
+                            errstr, errstr_size);
     if (err)
         return err;
     if (op || (!schema && !inner)) {
@@ -706,8 +435,8 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     err = event_op(body, &ev->op, errstr, errstr_size);
     if (err)
         goto cleanup;
-    err = event_member(body, "payload", "source", &source, errstr,
-                       errstr_size);
+    err = event_member_find(body, "payload", "source", &source, errstr,
+                            errstr_size);
     if (err)
         goto cleanup;
     if (!source || cJSON_IsNull(source)) {
@@ -806,7 +535,7 @@ static int event_struct_scale(const cJSON *st, const char *column,
         scale = cJSON_GetObjectItemCaseSensitive(params, "scale");
         if (cJSON_IsString(scale)) {
             s = scale->valuestring;
-            if (!s || event_parse_digits(s, strlen(s), &v) != 0 ||
+            if (!s || event_member_digits(s, strlen(s), &v) != 0 ||
                 v > 0x7fffffff)
                 return -1;
             return (int)v;

@@ -12,7 +12,7 @@
 
 #include "buf.h"
 #include "log.h"
-#include "worker.h"
+#include "version.h"
 
 /* The exposition of a worker is a few kilobytes; this is far above it. */
 #define HTTPD_BODY_MAX (4u << 20)

@@ -24,6 +24,14 @@ static const double sync_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 
 static const char *const target_names[] = {"neo4j", "postgres", "kafka"};
 
+/* By enum metrics_pg_refusal: the SQLSTATE, and what it says in /readyz. */
+static const char *const pg_refusal_states[] = {"25006", "42501"};
+static const char *const pg_refusal_reasons[] = {
+    "postgres refuses writes: 25006 read-only transaction (a replica after "
+    "failover?)",
+    "postgres refuses writes: 42501 insufficient privilege (a grant of the "
+    "writer role missing?)"};
+
 int64_t metrics_now_ms(void)
 {
     struct timespec ts;
@@ -114,6 +122,20 @@ void metrics_target_seen(struct metrics *m, enum metrics_target target,
                          int up)
 {
     m->down[target] = !up;
+    if (target == METRICS_PG && up)
+        m->pg_refusing = 0;
+}
+
+void metrics_pg_refused(struct metrics *m, const char *sqlstate)
+{
+    int refusing = 0;
+
+    for (int r = 0; sqlstate && r < METRICS__PG_REFUSALS && !refusing; r++)
+        if (strcmp(sqlstate, pg_refusal_states[r]) == 0) {
+            m->pg_refused[r]++;
+            refusing = r + 1;
+        }
+    m->pg_refusing = refusing;
 }
 
 void metrics_heartbeat(struct metrics *m)
@@ -160,7 +182,13 @@ int metrics_ready(const struct metrics *m, char *why, size_t why_size)
     /* a server outage first: it is also why partitions may be missing */
     for (int t = 0; t < METRICS__TARGETS; t++)
         if (m->down[t]) {
-            snprintf(why, why_size, "%s", reasons[t]);
+            int refusing = m->pg_refusing;
+
+            /* reachable, but refusing: say why, the fix differs */
+            snprintf(why, why_size, "%s",
+                     t == METRICS_PG && refusing > 0 &&
+                     refusing <= METRICS__PG_REFUSALS
+                         ? pg_refusal_reasons[refusing - 1] : reasons[t]);
             return 0;
         }
     age = metrics_now_ms() - m->heartbeat_ms;
@@ -287,6 +315,15 @@ static enum ns_err write_counters(struct buf *out, const struct metrics *m,
                        wl, (unsigned long long)m->neo4j_retries, wl,
                        (unsigned long long)m->pg_retries, wl,
                        (unsigned long long)m->kafka_retries);
+    if (!err)
+        err = head(out, "nexus_pg_write_refused_total", "counter",
+                   "Write-back attempts PostgreSQL refused and the worker "
+                   "retries, by SQLSTATE: 25006 read-only transaction (a "
+                   "replica), 42501 insufficient privilege.");
+    for (int r = 0; r < METRICS__PG_REFUSALS && !err; r++)
+        err = buf_addf(out, "nexus_pg_write_refused_total{%s,sqlstate=\"%s\"} "
+                            "%llu\n", wl, pg_refusal_states[r],
+                       (unsigned long long)m->pg_refused[r]);
     if (!err)
         err = head(out, "nexus_batches_total", "counter",
                    "Batches applied and committed.");

@@ -40,6 +40,14 @@ struct metrics_lane {
 
 #define METRICS_HIST_BUCKETS_MAX 16
 
+/* The SQLSTATEs with which PostgreSQL refuses the write-back while the
+ * worker retries it: the cause lies with the cluster or its grants. */
+enum metrics_pg_refusal {
+    METRICS_PG_READ_ONLY = 0,      /* 25006 read_only_sql_transaction */
+    METRICS_PG_PRIVILEGE,          /* 42501 insufficient_privilege */
+    METRICS__PG_REFUSALS
+};
+
 /* Not ready while the loop has not turned for this long: it is blocked in
  * a call (a Neo4j request near its timeout, a Kafka commit while the
  * brokers are away) and not consuming. */
@@ -76,6 +84,7 @@ struct metrics {
     _Atomic uint64_t kafka_retries;
     _Atomic uint64_t writeback_rows;
     _Atomic uint64_t markers_pruned;   /* delete markers past the horizon */
+    _Atomic uint64_t pg_refused[METRICS__PG_REFUSALS]; /* refused writes */
     double last_batch_ms;          /* these only go to the stats file, */
     double neo4j_ms_total;         /* read and written by the loop alone */
     double pg_ms_total;            /* waiting for the write-back */
@@ -91,6 +100,8 @@ struct metrics {
     _Atomic int64_t heartbeat_ms;  /* monotonic time of the last loop turn */
     _Atomic int down[METRICS__TARGETS]; /* non-zero: last contact failed */
     _Atomic int assigned;          /* partitions assigned to this member */
+    _Atomic int pg_refusing;       /* 1 + the refusal of the last failed
+                                      write-back, 0 when none */
 
     int lane_on[LANE__COUNT];      /* lanes the worker consumes */
     pthread_mutex_t lock;          /* guards parts and part_count */
@@ -129,9 +140,19 @@ void metrics_sync_observe(struct metrics *m, int lane, int64_t source_ts_ms);
 void metrics_retry(struct metrics *m, enum metrics_target target,
                    const uint64_t *lane_events);
 
-/* The loop saw target answer (up non-zero) or fail (0). */
+/* The loop saw target answer (up non-zero) or fail (0). PostgreSQL seen
+ * up also ends a refusal (metrics_pg_refused). */
 void metrics_target_seen(struct metrics *m, enum metrics_target target,
                          int up);
+
+/*
+ * A write-back failed with a transient error whose SQLSTATE is sqlstate
+ * (pg_status_last_sqlstate(); NULL or "" for none). 25006 and 42501 are
+ * counted in nexus_pg_write_refused_total and make /readyz name them until
+ * PostgreSQL is seen up; any other cause ends the refusal (the readiness
+ * reason is then the outage).
+ */
+void metrics_pg_refused(struct metrics *m, const char *sqlstate);
 
 /* The loop is alive: called on every turn, also while backing off. */
 void metrics_heartbeat(struct metrics *m);

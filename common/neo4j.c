@@ -1,3 +1,9 @@
+/*
+ * neo4j.c - the Neo4j HTTP client: the curl handle and its options, one
+ * request per neo4j_run() and the reading of its answer, the classification
+ * of Neo4j's status codes, the start-up check. The request body is built by
+ * neo4j_body.c.
+ */
 #include "neo4j.h"
 
 #include <stdarg.h>
@@ -10,6 +16,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "neo4j_body.h"
 
 /*
  * Caps on what one request may send and receive. A batch whose body or
@@ -17,9 +24,6 @@
  */
 #define NEO4J_MAX_REQUEST (64u * 1024u * 1024u)
 #define NEO4J_MAX_RESPONSE (64u * 1024u * 1024u)
-
-/* Deeper parameter trees are refused (cJSON_Parse stops at 1000 too). */
-#define NEO4J_MAX_DEPTH 1000
 
 /* Connecting to a live server on a LAN takes milliseconds; a refused
  * connection fails at once. Past this a server counts as unreachable. */
@@ -33,6 +37,7 @@ struct neo4j_client {
     struct buf req;               /* request body, capped */
     struct buf resp;              /* response body, capped */
     int resp_overflow;            /* the write callback hit the cap */
+    enum neo4j_failure failure;   /* how the last neo4j_run ended */
     char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -252,150 +257,6 @@ enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
 }
 
 /*
- * The request body {"statements":[{"statement":..,"parameters":..},..]}.
- * Statement texts and parameter objects are borrowed by reference, so
- * nothing of the caller's is copied, and cJSON_Delete of the returned tree
- * frees only what was made here. Returns NULL when out of memory.
- */
-static cJSON *neo4j_body_new(const struct neo4j_stmt *stmts, size_t n)
-{
-    cJSON *root = cJSON_CreateObject();
-    cJSON *list = NULL;
-
-    if (!root)
-        return NULL;
-    list = cJSON_AddArrayToObject(root, "statements");
-    if (!list)
-        goto fail;
-    for (size_t i = 0; i < n; i++) {
-        cJSON *stmt = cJSON_CreateObject();
-        cJSON *item;
-
-        if (!stmt)
-            goto fail;
-        cJSON_AddItemToArray(list, stmt);
-        item = cJSON_CreateStringReference(stmts[i].cypher);
-        if (!item)
-            goto fail;
-        cJSON_AddItemToObject(stmt, "statement", item);
-        /* An object reference points at the first member, not at the
-         * object: it prints as the caller's object without owning it. */
-        item = cJSON_CreateObjectReference(
-            stmts[i].params ? stmts[i].params->child : NULL);
-        if (!item)
-            goto fail;
-        cJSON_AddItemToObject(stmt, "parameters", item);
-        /* Only a statement that ran to its end gets "stats": that is how
-         * neo4j_run tells which one failed (see neo4j_completed). */
-        if (!cJSON_AddTrueToObject(stmt, "includeStats"))
-            goto fail;
-    }
-    return root;
-
-fail:
-    cJSON_Delete(root);
-    return NULL;
-}
-
-/* A JSON string: '"', '\\' and control characters escaped, other bytes
- * (UTF-8) as they are. */
-static enum ns_err neo4j_json_string(struct buf *b, const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    const unsigned char *run = p;
-    enum ns_err err = buf_add(b, "\"", 1);
-
-    for (; !err && *p; p++) {
-        if (*p >= 0x20 && *p != '"' && *p != '\\')
-            continue;
-        err = buf_add(b, run, (size_t)(p - run));
-        if (err)
-            break;
-        run = p + 1;
-        switch (*p) {
-        case '"': err = buf_adds(b, "\\\""); break;
-        case '\\': err = buf_adds(b, "\\\\"); break;
-        case '\n': err = buf_adds(b, "\\n"); break;
-        case '\r': err = buf_adds(b, "\\r"); break;
-        case '\t': err = buf_adds(b, "\\t"); break;
-        default: err = buf_addf(b, "\\u%04x", *p); break;
-        }
-    }
-    if (!err)
-        err = buf_add(b, run, (size_t)(p - run));
-    if (!err)
-        err = buf_add(b, "\"", 1);
-    return err;
-}
-
-/*
- * A JSON number. cJSON keeps numbers as doubles and prints an integral one
- * of 1e15 or more as "1e+15", which Neo4j reads as FLOAT; a BIGINT column
- * must stay INTEGER, so integral values within the int64 range are printed
- * as integers. Others take the shortest of %.15g and %.17g that reads back
- * exactly, as cJSON does; NaN and infinities, which JSON lacks, are null.
- */
-static enum ns_err neo4j_json_number(struct buf *b, double d)
-{
-    char tmp[64];
-    double back;
-
-    if (d != d || d > 1.7976931348623157e308 || d < -1.7976931348623157e308)
-        return buf_adds(b, "null");
-    if (d >= -9.2e18 && d <= 9.2e18 && d == (double)(long long)d)
-        return buf_addf(b, "%lld", (long long)d);
-    snprintf(tmp, sizeof(tmp), "%1.15g", d);
-    if (sscanf(tmp, "%lg", &back) != 1 || back != d)
-        snprintf(tmp, sizeof(tmp), "%1.17g", d);
-    return buf_adds(b, tmp);
-}
-
-/*
- * Serialize item into b. Used instead of cJSON_Print so that the body
- * grows inside its cap and numbers keep their integer type (see above).
- * Reference items (borrowed parameters) print as what they point to.
- */
-static enum ns_err neo4j_json_write(struct buf *b, const cJSON *item,
-                                    int depth)
-{
-    const cJSON *child;
-    enum ns_err err = NS_OK;
-    int object = cJSON_IsObject(item);
-
-    if (depth > NEO4J_MAX_DEPTH)
-        return NS_ERR_LIMIT;
-    if (cJSON_IsNull(item))
-        return buf_adds(b, "null");
-    if (cJSON_IsTrue(item))
-        return buf_adds(b, "true");
-    if (cJSON_IsFalse(item))
-        return buf_adds(b, "false");
-    if (cJSON_IsNumber(item))
-        return neo4j_json_number(b, item->valuedouble);
-    if (cJSON_IsString(item))
-        return neo4j_json_string(b, item->valuestring ? item->valuestring :
-                                 "");
-    if (cJSON_IsRaw(item) && item->valuestring)
-        return buf_adds(b, item->valuestring);
-    if (!object && !cJSON_IsArray(item))
-        return NS_ERR_PARSE;
-    err = buf_add(b, object ? "{" : "[", 1);
-    for (child = item->child; !err && child; child = child->next) {
-        if (child != item->child)
-            err = buf_add(b, ",", 1);
-        if (!err && object)
-            err = neo4j_json_string(b, child->string ? child->string : "");
-        if (!err && object)
-            err = buf_add(b, ":", 1);
-        if (!err)
-            err = neo4j_json_write(b, child, depth + 1);
-    }
-    if (!err)
-        err = buf_add(b, object ? "}" : "]", 1);
-    return err;
-}
-
-/*
  * How many statements ran to completion before an error. A statement that
  * fails while running still leaves a result (its columns, maybe some rows),
  * one that fails to compile leaves none, so counting results is not enough;
@@ -450,6 +311,52 @@ enum ns_err neo4j_classify(const char *code)
     return NS_ERR_NEO4J_TRANSIENT;
 }
 
+/* Codes of the server's state, never of one request: a cluster between
+ * leaders, a database starting, stopped or read-only, credentials, the
+ * server itself failing or out of memory or transactions. (Not
+ * MemoryPoolOutOfMemoryError: one huge statement gives it, alone.) */
+static const char *const neo4j_environment_prefixes[] = {
+    "Neo.ClientError.Cluster.",
+    "Neo.TransientError.Cluster.",
+    "Neo.ClientError.Database.DatabaseNotFound",
+    "Neo.TransientError.General.DatabaseUnavailable",
+    "Neo.ClientError.General.ForbiddenOnReadOnlyDatabase",
+    "Neo.ClientError.Security.",
+    "Neo.TransientError.Security.",
+    "Neo.DatabaseError.",
+    "Neo.TransientError.General.OutOfMemoryError",
+    "Neo.TransientError.General.DatabaseUnavailable",
+    "Neo.TransientError.Transaction.MaximumTransactionLimitReached",
+    "Neo.TransientError.Request.ResourceExhaustion",
+};
+
+int neo4j_reason_is_environment(const char *reason)
+{
+    size_t n = sizeof(neo4j_environment_prefixes) /
+               sizeof(neo4j_environment_prefixes[0]);
+
+    for (size_t i = 0; reason && i < n; i++)
+        if (strncmp(reason, neo4j_environment_prefixes[i],
+                    strlen(neo4j_environment_prefixes[i])) == 0)
+            return 1;
+    return 0;
+}
+
+enum neo4j_failure neo4j_last_failure(const struct neo4j_client *nc)
+{
+    return nc->failure;
+}
+
+/* A status, without a Neo4j code, that says nothing about the request:
+ * the server or a gateway cannot take requests now (408, 429, 5xx), or
+ * the way to it is wrong (401, 403, 407 credentials at a gateway, 404 a
+ * wrong path). */
+static int neo4j_status_unavailable(long status)
+{
+    return status == 401 || status == 403 || status == 404 ||
+           status == 407 || status == 408 || status == 429 || status >= 500;
+}
+
 /*
  * Contract in neo4j.h. Failure paths, in order: the body cannot be built or
  * is too large (permanent: the batch must be split, or a parameter is not
@@ -476,6 +383,7 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
         *results = NULL;
     if (failed_stmt)
         *failed_stmt = n;
+    nc->failure = NEO4J_FAILURE_LOCAL;
     for (size_t i = 0; i < n; i++) {
         if (!stmts[i].cypher ||
             (stmts[i].params && !cJSON_IsObject(stmts[i].params))) {
@@ -495,7 +403,7 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
         goto cleanup;
     }
     buf_reset(&nc->req);
-    err = neo4j_json_write(&nc->req, body, 0);
+    err = neo4j_body_write(&nc->req, body);
     if (err == NS_ERR_NOMEM) {
         ns_err_set(errstr, errstr_size, "out of memory printing request");
         goto cleanup;
@@ -503,7 +411,7 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
     if (err == NS_ERR_LIMIT) {
         ns_err_set(errstr, errstr_size,
                       "request exceeds %u bytes or nests deeper than %d",
-                      NEO4J_MAX_REQUEST, NEO4J_MAX_DEPTH);
+                      NEO4J_MAX_REQUEST, NEO4J_BODY_MAX_DEPTH);
         err = NS_ERR_NEO4J_PERMANENT;
         goto cleanup;
     }
@@ -527,6 +435,8 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
     /* The body buffer is reused; leave no stale pointer in the handle.
      * Setting a pointer option cannot fail. */
     (void)curl_easy_setopt(nc->curl, CURLOPT_POSTFIELDS, NULL);
+    nc->failure = rc == CURLE_OK || nc->resp_overflow ?
+                  NEO4J_FAILURE_ANSWERED : NEO4J_FAILURE_UNREACHED;
     if (rc != CURLE_OK) {
         if (nc->resp_overflow) {
             err = NS_ERR_NEO4J_PERMANENT;
@@ -548,6 +458,8 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
 
     resp = cJSON_ParseWithLength(buf_str(&nc->resp), nc->resp.len);
     if (!resp || !cJSON_IsObject(resp)) {
+        if (neo4j_status_unavailable(status))
+            nc->failure = NEO4J_FAILURE_UNREACHED;
         err = NS_ERR_NEO4J_TRANSIENT;
         ns_err_set(errstr, errstr_size,
                       "could not parse the Neo4j response: HTTP %ld, %zu "
@@ -576,6 +488,8 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
         goto cleanup;
     }
     if (status < 200 || status > 299) {
+        if (neo4j_status_unavailable(status))
+            nc->failure = NEO4J_FAILURE_UNREACHED;
         err = NS_ERR_NEO4J_TRANSIENT;
         ns_err_set(errstr, errstr_size,
                       "Neo4j answered HTTP %ld without an error code", status);
@@ -592,7 +506,44 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
         *results = cJSON_DetachItemFromObjectCaseSensitive(resp, "results");
 
 cleanup:
+    if (!err)
+        nc->failure = NEO4J_FAILURE_NONE;
     cJSON_Delete(resp);
     cJSON_Delete(body);
     return err;
+}
+
+/*
+ * Contract in neo4j.h. neo4j_run writes "code: message". The loop retries
+ * these codes (a database briefly missing in a cluster); at start-up they
+ * are almost always a typo.
+ */
+enum ns_err neo4j_client_check(struct neo4j_client *nc, const char *db,
+                               const char *user, char *errstr,
+                               size_t errstr_size)
+{
+    struct neo4j_stmt stmt = {"RETURN 1", NULL};
+    char why[512];
+    enum ns_err err = neo4j_run(nc, &stmt, 1, NULL, NULL, why, sizeof(why));
+
+    if (!err)
+        return NS_OK;
+    if (strstr(why, "Neo.ClientError.Database.DatabaseNotFound:") == why) {
+        ns_err_set(errstr, errstr_size, "Neo4j database \"%s\" does not "
+                   "exist at %s: set neo4j.database (NEXUS_NEO4J_DB) to one "
+                   "that SHOW DATABASES lists, or create it (%s)", db,
+                   nc->shown, why);
+        return NS_ERR_CONFIG;
+    }
+    if (strstr(why, "Neo.ClientError.Security.Unauthorized:") == why ||
+        strstr(why, "Neo.ClientError.Security.CredentialsExpired:") == why) {
+        ns_err_set(errstr, errstr_size, "Neo4j refused the credentials of "
+                   "user \"%s\" at %s: check neo4j.user and the password "
+                   "(NEXUS_NEO4J_USER, NEXUS_NEO4J_PASSWORD or "
+                   "NEXUS_NEO4J_PASSWORD_FILE) (%s)", user ? user : "",
+                   nc->shown, why);
+        return NS_ERR_CONFIG;
+    }
+    ns_err_set(errstr, errstr_size, "%s", why);
+    return err == NS_ERR_NEO4J_PERMANENT ? NS_ERR_NEO4J_TRANSIENT : err;
 }

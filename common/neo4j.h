@@ -5,6 +5,10 @@
  * POST {url}/db/{db}/tx/commit. We use this endpoint rather than the Query
  * API because it takes several statements per request, so a whole batch is
  * one round trip and one transaction. libcurl keeps the connection alive.
+ *
+ * This module owns the connection, the request and its answer, and the
+ * classes of Neo4j's errors. The statements (struct neo4j_stmt) and the
+ * request body are neo4j_body's (neo4j_body.h, included here).
  */
 #ifndef NS_NEO4J_H
 #define NS_NEO4J_H
@@ -12,14 +16,10 @@
 #include <stddef.h>
 
 #include "err.h"
+#include "neo4j_body.h" /* struct neo4j_stmt */
 
 struct cJSON;
 struct neo4j_client;
-
-struct neo4j_stmt {
-    const char *cypher;            /* statement text (borrowed) */
-    const struct cJSON *params;    /* parameter object (borrowed) or NULL */
-};
 
 /*
  * Create a client. url is the HTTP root ("http://127.0.0.1:57474"),
@@ -46,6 +46,23 @@ enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
                                      size_t errstr_size);
 
 /*
+ * Tell a configuration error from an outage before the worker starts: one
+ * cheap request (RETURN 1) against the client's database. db and user (may
+ * be NULL) only name them in the message.
+ *  - NS_OK: Neo4j answered;
+ *  - NS_ERR_CONFIG: the database does not exist (DatabaseNotFound) or the
+ *    credentials were refused (Security.Unauthorized, CredentialsExpired);
+ *    errstr says which setting to fix;
+ *  - anything else (NS_ERR_NEO4J_TRANSIENT, NS_ERR_NOMEM): not decided,
+ *    Neo4j unreachable or failing; the caller goes on and retries later.
+ * neo4j_run() itself never treats those codes as fatal: later, they may be
+ * a cluster's passing state.
+ */
+enum ns_err neo4j_client_check(struct neo4j_client *nc, const char *db,
+                               const char *user, char *errstr,
+                               size_t errstr_size);
+
+/*
  * Whether a Neo4j status code (the "code" of an errors[] entry, NULL when
  * there is none) is this request's fault: NS_ERR_NEO4J_PERMANENT for the
  * few codes that say the statement or its data are wrong (syntax, type,
@@ -55,6 +72,14 @@ enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
  * database, credentials, a timeout). Pure; exported for the unit tests.
  */
 enum ns_err neo4j_classify(const char *code);
+
+/*
+ * Non-zero when reason (an errstr that starts with the Neo4j code) names
+ * the server's state, not the request: a cluster between leaders, a
+ * database missing, unavailable or read-only, credentials. However often
+ * such an error repeats, it is never a poison pill.
+ */
+int neo4j_reason_is_environment(const char *reason);
 
 /*
  * Run n statements in one transaction.
@@ -78,5 +103,30 @@ enum ns_err neo4j_classify(const char *code);
 enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
                       size_t n, struct cJSON **results, size_t *failed_stmt,
                       char *errstr, size_t errstr_size);
+
+/* How the last neo4j_run() of a client ended. */
+enum neo4j_failure {
+    NEO4J_FAILURE_NONE = 0,   /* it succeeded, or none ran yet */
+    NEO4J_FAILURE_LOCAL,      /* nothing was sent: the request could not be
+                                 built (no memory, too large, not JSON) */
+    NEO4J_FAILURE_UNREACHED,  /* no answer about the request: connection
+                                 refused or reset, timeout, TLS; or HTTP
+                                 401, 403, 404, 407, 408, 429 or 5xx
+                                 without a Neo4j code (a server or a
+                                 gateway says it is unavailable, busy or
+                                 wrongly reached, not that the request is
+                                 wrong) */
+    NEO4J_FAILURE_ANSWERED    /* the server, or a proxy in front, answered
+                                 the request with an error: a Neo4j code,
+                                 another non-2xx status, a response past
+                                 the cap or not the expected JSON */
+};
+
+/*
+ * What the last neo4j_run() of nc ended with, for a caller that must tell
+ * an error the server answered (which may be the request's fault whatever
+ * its class) from no answer (never the request's fault).
+ */
+enum neo4j_failure neo4j_last_failure(const struct neo4j_client *nc);
 
 #endif

@@ -1,3 +1,9 @@
+/*
+ * pgstatus.c - the sync_status writer: the connection and its bounds, the
+ * pipelined send, the wait for the outcome and the classification of
+ * PostgreSQL's errors. The SQL text and its array parameters are built by
+ * pgstatus_sql.c.
+ */
 #include "pgstatus.h"
 
 #include <errno.h>
@@ -17,13 +23,7 @@
 
 #include "buf.h"
 #include "log.h"
-
-/* Caps on the SQL text of one UPDATE and on one array parameter. */
-#define PG_STATUS_SQL_MAX (64u * 1024u)
-#define PG_STATUS_ARRAY_MAX (64u * 1024u * 1024u)
-
-/* last_sync_error keeps at most this many bytes of a reason. */
-#define PG_STATUS_ERROR_MAX 2000u
+#include "pgstatus_sql.h"
 
 /* Defaults a conninfo string may override: a dead host must not hang the
  * worker, nor may a row lock held by someone else. The lock timeout is
@@ -53,25 +53,6 @@
 #define PG_STATUS_RESULT_TIMEOUT_MS 30000
 #define PG_STATUS_OPTIONS "-c statement_timeout=30000 -c lock_timeout=200"
 
-/* Parameters of one UPDATE: up to two keys, the version or the reason, and
- * the element id. */
-#define PG_STATUS_PARAMS 4
-
-/*
- * The UPDATEs run per table in this order, so that an event which failed
- * and a later one which succeeded, both in one batch, leave SUCCESS; the
- * other way round the version guard already keeps the stale SUCCESS out.
- * SUCCESS rows without an element id are updated apart from those with
- * one, so a missing id never erases a stored one: the writer role may
- * update the id column but not read it, which rules out COALESCE.
- */
-enum pg_status_pass {
-    PG_STATUS_PASS_FAILED = 0,
-    PG_STATUS_PASS_SUCCESS_ID,
-    PG_STATUS_PASS_SUCCESS,
-    PG_STATUS_PASS__COUNT
-};
-
 /* The tables of the statements in flight are kept for error messages. */
 #define PG_STATUS_SENT_MAX 64
 
@@ -80,11 +61,12 @@ struct pg_status {
     const struct mapping *map;    /* borrowed: outlives the writer */
     PGconn *conn;                 /* NULL until the first write */
     struct buf sql;
-    struct buf arr[PG_STATUS_PARAMS];
+    struct buf arr[PG_STATUS_SQL_PARAMS];
     int in_flight;                /* sent and synced, results not read */
     int timeout_ms;               /* bound on one wait for results */
     size_t sent_count;
     const struct mapping_table *sent[PG_STATUS_SENT_MAX];
+    char last_sqlstate[6];        /* of the last write's failure, or "" */
 };
 
 /* libpq messages end in a newline and may span lines; keep the first. */
@@ -96,11 +78,6 @@ static void pg_status_first_line(const char *msg, char *out, size_t out_size)
         len = out_size - 1;
     memcpy(out, msg, len);
     out[len] = '\0';
-}
-
-static const char *pg_status_id_column(const struct mapping_table *tbl)
-{
-    return tbl->node_id_column ? tbl->node_id_column : tbl->rel_id_column;
 }
 
 enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
@@ -158,8 +135,8 @@ enum ns_err pg_status_new(const char *conninfo, const struct mapping *map,
         goto cleanup;
     }
     buf_init(&ps->sql, PG_STATUS_SQL_MAX);
-    for (size_t i = 0; i < PG_STATUS_PARAMS; i++)
-        buf_init(&ps->arr[i], PG_STATUS_ARRAY_MAX);
+    for (size_t i = 0; i < PG_STATUS_SQL_PARAMS; i++)
+        buf_init(&ps->arr[i], PG_STATUS_SQL_ARRAY_MAX);
     ps->map = map;
     ps->timeout_ms = PG_STATUS_RESULT_TIMEOUT_MS;
     ps->conninfo = strdup(conninfo);
@@ -188,7 +165,7 @@ void pg_status_free(struct pg_status *ps)
     if (ps->conn)
         PQfinish(ps->conn);
     buf_free(&ps->sql);
-    for (size_t i = 0; i < PG_STATUS_PARAMS; i++)
+    for (size_t i = 0; i < PG_STATUS_SQL_PARAMS; i++)
         buf_free(&ps->arr[i]);
     free(ps->conninfo);
     free(ps);
@@ -353,296 +330,6 @@ static void pg_status_abort(struct pg_status *ps)
     }
 }
 
-/*
- * Length of the valid UTF-8 sequence at p, 0 when p starts an invalid one
- * (overlong, surrogate, past U+10FFFF, cut short). Never reads past a NUL.
- */
-static size_t pg_status_utf8_len(const unsigned char *p)
-{
-    unsigned char c = p[0];
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        return (p[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        if ((p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
-            return 0;
-        if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F))
-            return 0;
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if ((p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 ||
-            (p[3] & 0xC0) != 0x80)
-            return 0;
-        if ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] > 0x8F))
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
-/*
- * Append one element to a PostgreSQL array literal under construction
- * ("{" already there). NULL becomes the bare NULL; any other value is
- * double-quoted with '"' and '\' backslash-escaped, so commas, braces,
- * blanks and the word NULL stay data. Invalid UTF-8 bytes become '?' (the
- * server would reject the whole array, and with it the batch), and the
- * value is cut after max bytes on a character boundary, marked by "...".
- */
-static enum ns_err pg_status_array_add(struct buf *b, const char *s,
-                                       size_t max)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t used = 0;
-    enum ns_err err;
-
-    if (b->len > 1) {
-        err = buf_add(b, ",", 1);
-        if (err)
-            return err;
-    }
-    if (!s)
-        return buf_adds(b, "NULL");
-    err = buf_add(b, "\"", 1);
-    while (!err && *p) {
-        size_t len = pg_status_utf8_len(p);
-
-        if (used + (len ? len : 1) > max) {
-            err = buf_adds(b, "...");
-            break;
-        }
-        if (len == 0) {
-            err = buf_add(b, "?", 1);
-            len = 1;
-        } else if (*p == '"' || *p == '\\') {
-            err = buf_add(b, "\\", 1);
-            if (!err)
-                err = buf_add(b, p, 1);
-        } else {
-            err = buf_add(b, p, len);
-        }
-        p += len;
-        used += len;
-    }
-    if (!err)
-        err = buf_add(b, "\"", 1);
-    return err;
-}
-
-static enum ns_err pg_status_array_add_int(struct buf *b, int64_t v)
-{
-    return buf_addf(b, "%s%lld", b->len > 1 ? "," : "", (long long)v);
-}
-
-/*
- * Whether s is uuid input PostgreSQL accepts (uuid_in): 32 hex digits,
- * optionally between braces, with a '-' allowed after any group of four.
- */
-static int pg_status_uuid_ok(const char *s)
-{
-    static const char hex[] = "0123456789abcdefABCDEF";
-    int braces = *s == '{';
-
-    if (braces)
-        s++;
-    for (int i = 0; i < 16; i++) {
-        if (!s[0] || !s[1] || !strchr(hex, s[0]) || !strchr(hex, s[1]))
-            return 0;
-        s += 2;
-        if (*s == '-' && i % 2 == 1 && i < 15)
-            s++;
-    }
-    if (braces && *s++ != '}')
-        return 0;
-    return *s == '\0';
-}
-
-/*
- * Whether every key of a row fits its column. The UPDATE casts keys to
- * uuid[] (the schema's key columns are uuid; the mapping declares no other
- * type for them), and one element the cast rejects (22P02) fails the whole
- * write-back transaction, so such a row is left out instead.
- */
-static int pg_status_row_fits(const struct pg_status_row *row)
-{
-    for (size_t k = 0; k < row->tbl->key_count; k++)
-        if (!pg_status_uuid_ok(row->keys[k]))
-            return 0;
-    return 1;
-}
-
-/* A key as printable text for a log line, cut to fit out. */
-static void pg_status_key_text(const char *key, char *out, size_t out_size)
-{
-    size_t i = 0;
-
-    for (; key[i] && i + 1 < out_size; i++)
-        out[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
-    out[i] = '\0';
-}
-
-static int pg_status_in_pass(const struct pg_status_row *row,
-                             enum pg_status_pass pass)
-{
-    int has_id = pg_status_id_column(row->tbl) != NULL &&
-                 row->element_id != NULL;
-
-    switch (pass) {
-    case PG_STATUS_PASS_FAILED:
-        return row->outcome == PG_STATUS_FAILED;
-    case PG_STATUS_PASS_SUCCESS_ID:
-        return row->outcome == PG_STATUS_SUCCESS && has_id;
-    case PG_STATUS_PASS_SUCCESS:
-        return row->outcome == PG_STATUS_SUCCESS && !has_id;
-    case PG_STATUS_PASS__COUNT:
-        break;
-    }
-    return 0;
-}
-
-/*
- * Build the UPDATE of one (table, pass) into ps->sql. Keys are joined as
- * uuid, the columns of the sync block and the id column come from the
- * mapping (checked identifiers, quoted):
- *   UPDATE "s"."t" AS t SET ... FROM unnest($1::uuid[], ..) AS u(k0, ..)
- *   WHERE t."key0" = u.k0 ... [AND t."pg_version" = u.ver]
- */
-static enum ns_err pg_status_sql(struct pg_status *ps,
-                                 const struct mapping_table *tbl,
-                                 enum pg_status_pass pass, int *nparams)
-{
-    const struct mapping_sync *sync = &ps->map->sync;
-    struct buf *b = &ps->sql;
-    size_t nk = tbl->key_count;
-    int np = (int)nk;
-    enum ns_err err;
-
-    buf_reset(b);
-    err = buf_addf(b, "UPDATE \"%s\".\"%s\" AS t SET ", ps->map->pg_schema,
-                   tbl->table);
-    if (!err && pass == PG_STATUS_PASS_FAILED)
-        err = buf_addf(b, "\"%s\" = 'FAILED', \"%s\" = t.\"%s\" + 1, "
-                       "\"%s\" = u.err", sync->status, sync->attempts,
-                       sync->attempts, sync->error);
-    else if (!err)
-        err = buf_addf(b, "\"%s\" = 'SUCCESS', \"%s\" = now(), "
-                       "\"%s\" = NULL", sync->status, sync->timestamp,
-                       sync->error);
-    if (!err && pass == PG_STATUS_PASS_SUCCESS_ID)
-        err = buf_addf(b, ", \"%s\" = u.eid", pg_status_id_column(tbl));
-    if (!err)
-        err = buf_adds(b, " FROM unnest(");
-    for (size_t k = 0; !err && k < nk; k++)
-        err = buf_addf(b, "$%zu::uuid[], ", k + 1);
-    if (!err && pass == PG_STATUS_PASS_FAILED) {
-        err = buf_addf(b, "$%d::text[]", ++np);
-    } else if (!err) {
-        err = buf_addf(b, "$%d::bigint[]", ++np);
-        if (!err && pass == PG_STATUS_PASS_SUCCESS_ID)
-            err = buf_addf(b, ", $%d::text[]", ++np);
-    }
-    if (!err)
-        err = buf_adds(b, ") AS u(");
-    for (size_t k = 0; !err && k < nk; k++)
-        err = buf_addf(b, "k%zu, ", k);
-    if (!err)
-        err = buf_adds(b, pass == PG_STATUS_PASS_FAILED ? "err" :
-                       pass == PG_STATUS_PASS_SUCCESS_ID ? "ver, eid" :
-                       "ver");
-    if (!err)
-        err = buf_adds(b, ") WHERE ");
-    for (size_t k = 0; !err && k < nk; k++)
-        err = buf_addf(b, "%st.\"%s\" = u.k%zu", k ? " AND " : "",
-                       tbl->key_columns[k], k);
-    if (!err && pass != PG_STATUS_PASS_FAILED)
-        err = buf_addf(b, " AND t.\"%s\" = u.ver", sync->version);
-    /* A row already marked SUCCESS for this version (a replay, a retried
-     * batch) is left alone: no write, no WAL, no echo event to consume. */
-    if (!err && pass != PG_STATUS_PASS_FAILED)
-        err = buf_addf(b, " AND (t.\"%s\" IS DISTINCT FROM 'SUCCESS' OR "
-                       "t.\"%s\" IS NOT NULL", sync->status, sync->error);
-    if (!err && pass == PG_STATUS_PASS_SUCCESS_ID)
-        err = buf_addf(b, " OR t.\"%s\" IS DISTINCT FROM u.eid",
-                       pg_status_id_column(tbl));
-    if (!err && pass != PG_STATUS_PASS_FAILED)
-        err = buf_adds(b, ")");
-    *nparams = np;
-    return err;
-}
-
-/* Fill the array parameters of one (table, pass); *count gets the rows. */
-static enum ns_err pg_status_arrays(struct pg_status *ps,
-                                    const struct pg_status_row *rows,
-                                    size_t n, const struct mapping_table *tbl,
-                                    enum pg_status_pass pass, size_t *count)
-{
-    size_t nk = tbl->key_count;
-    enum ns_err err = NS_OK;
-
-    *count = 0;
-    for (size_t i = 0; i < PG_STATUS_PARAMS; i++) {
-        buf_reset(&ps->arr[i]);
-        err = buf_add(&ps->arr[i], "{", 1);
-        if (err)
-            return err;
-    }
-    for (size_t i = 0; !err && i < n; i++) {
-        const struct pg_status_row *row = &rows[i];
-
-        if (row->tbl != tbl || !pg_status_in_pass(row, pass) ||
-            !pg_status_row_fits(row))
-            continue;
-        for (size_t k = 0; !err && k < nk; k++)
-            err = pg_status_array_add(&ps->arr[k], row->keys[k],
-                                      PG_STATUS_ARRAY_MAX);
-        if (!err && pass == PG_STATUS_PASS_FAILED)
-            err = pg_status_array_add(&ps->arr[nk], row->error,
-                                      PG_STATUS_ERROR_MAX);
-        else if (!err)
-            err = pg_status_array_add_int(&ps->arr[nk], row->version);
-        if (!err && pass == PG_STATUS_PASS_SUCCESS_ID)
-            err = pg_status_array_add(&ps->arr[nk + 1], row->element_id,
-                                      PG_STATUS_ARRAY_MAX);
-        (*count)++;
-    }
-    for (size_t i = 0; !err && i < PG_STATUS_PARAMS; i++)
-        err = buf_add(&ps->arr[i], "}", 1);
-    return err;
-}
-
-/* Reject rows the SQL cannot express before anything is sent. */
-static enum ns_err pg_status_check_rows(const struct pg_status_row *rows,
-                                        size_t n, char *errstr,
-                                        size_t errstr_size)
-{
-    for (size_t i = 0; i < n; i++) {
-        const struct pg_status_row *row = &rows[i];
-        const char *why = NULL;
-
-        if (!row->tbl || row->tbl->kind == MAPPING_NONE)
-            why = "no captured table";
-        else if (row->tbl->key_count < 1 || row->tbl->key_count > 2)
-            why = "table has not one or two key columns";
-        else if (row->outcome != PG_STATUS_SUCCESS &&
-                 row->outcome != PG_STATUS_FAILED)
-            why = "unknown outcome";
-        for (size_t k = 0; !why && k < row->tbl->key_count; k++)
-            if (!row->keys[k])
-                why = "key value missing";
-        if (why) {
-            ns_err_set(errstr, errstr_size,
-                              "could not write sync status of row %zu "
-                              "(%s): %s", i,
-                              row->tbl && row->tbl->table ? row->tbl->table :
-                              "?", why);
-            return NS_ERR_PG_PERMANENT;
-        }
-    }
-    return NS_OK;
-}
-
 /* Drop the connection: a pipeline cut short (nothing synced, so nothing
  * committed) or in an unknown state. The next write connects again. */
 static void pg_status_drop(struct pg_status *ps)
@@ -663,7 +350,7 @@ enum ns_err pg_status_send(struct pg_status *ps,
                            const struct pg_status_row *rows, size_t n,
                            char *errstr, size_t errstr_size)
 {
-    const char *values[PG_STATUS_PARAMS];
+    const char *values[PG_STATUS_SQL_PARAMS];
     char msg[512];
     size_t fitting = 0;
     enum ns_err err;
@@ -673,25 +360,26 @@ enum ns_err pg_status_send(struct pg_status *ps,
                    "flight");
         return NS_ERR_PG_PERMANENT;
     }
+    ps->last_sqlstate[0] = '\0';
     ps->sent_count = 0;
     if (n == 0)
         return NS_OK;
-    err = pg_status_check_rows(rows, n, errstr, errstr_size);
+    err = pg_status_sql_check_rows(rows, n, errstr, errstr_size);
     if (err)
         return err;
     for (size_t i = 0; i < n; i++) {
         const struct mapping_table *tbl = rows[i].tbl;
         char key[2][80];
 
-        if (pg_status_row_fits(&rows[i])) {
+        if (pg_status_sql_row_fits(&rows[i])) {
             fitting++;
             continue;
         }
         if (!log_enabled(LOG_WARN))
             continue;
-        pg_status_key_text(rows[i].keys[0], key[0], sizeof(key[0]));
+        pg_status_sql_key_text(rows[i].keys[0], key[0], sizeof(key[0]));
         if (tbl->key_count > 1)
-            pg_status_key_text(rows[i].keys[1], key[1], sizeof(key[1]));
+            pg_status_sql_key_text(rows[i].keys[1], key[1], sizeof(key[1]));
         log_msg(LOG_WARN, "skipped the sync status write-back of %s key "
                 "%s%s%s: a key is not a valid uuid", tbl->table, key[0],
                 tbl->key_count > 1 ? "," : "",
@@ -725,13 +413,14 @@ enum ns_err pg_status_send(struct pg_status *ps,
             seen = rows[j].tbl == tbl;
         if (seen)
             continue;
-        for (int pass = 0; pass < PG_STATUS_PASS__COUNT; pass++) {
+        for (int pass = 0; pass < PG_STATUS_SQL_PASS__COUNT; pass++) {
             size_t count;
             int nparams;
 
-            err = pg_status_arrays(ps, rows, n, tbl, pass, &count);
+            err = pg_status_sql_arrays(ps->arr, rows, n, tbl, pass, &count);
             if (!err && count > 0)
-                err = pg_status_sql(ps, tbl, pass, &nparams);
+                err = pg_status_sql_build(&ps->sql, ps->map, tbl, pass,
+                                          &nparams);
             if (err) {
                 ns_err_set(errstr, errstr_size,
                                   "could not build the sync status update "
@@ -820,6 +509,8 @@ enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
 
                 err = pg_status_classify(ps->conn, res);
                 read_only = state && strcmp(state, "25006") == 0;
+                if (state && strlen(state) == 5)
+                    memcpy(ps->last_sqlstate, state, 6);
                 pg_status_first_line(PQresultErrorMessage(res), msg,
                                      sizeof(msg));
                 if (!msg[0])
@@ -866,6 +557,11 @@ enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
 int pg_status_in_flight(const struct pg_status *ps)
 {
     return ps->in_flight;
+}
+
+const char *pg_status_last_sqlstate(const struct pg_status *ps)
+{
+    return ps ? ps->last_sqlstate : "";
 }
 
 enum ns_err pg_status_write(struct pg_status *ps,

@@ -12,28 +12,22 @@
  * mapping has one), only where pg_version still equals the applied version:
  * an older apply never marks a newer row as synced. FAILED sets sync_status,
  * sync_attempts + 1 and last_sync_error whatever the version.
+ *
+ * This module owns the connection, the send, the wait and the classification
+ * of PostgreSQL's errors. The rows to write (struct pg_status_row), the SQL
+ * text and its array parameters are pgstatus_sql's (pgstatus_sql.h,
+ * included here).
  */
 #ifndef NS_PGSTATUS_H
 #define NS_PGSTATUS_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 #include "err.h"
 #include "mapping.h"
+#include "pgstatus_sql.h" /* struct pg_status_row, enum pg_status_outcome */
 
 struct pg_status;
-
-enum pg_status_outcome { PG_STATUS_SUCCESS = 0, PG_STATUS_FAILED };
-
-struct pg_status_row {
-    const struct mapping_table *tbl;
-    enum pg_status_outcome outcome;
-    const char *keys[2];      /* key column values in tbl->key_columns order */
-    int64_t version;          /* applied pg_version; SUCCESS only */
-    const char *element_id;   /* Neo4j elementId or NULL; SUCCESS only */
-    const char *error;        /* reason; FAILED only */
-};
 
 /*
  * Create a writer for a libpq connection string. Connects lazily: the
@@ -83,5 +77,12 @@ enum ns_err pg_status_send(struct pg_status *ps,
 enum ns_err pg_status_wait(struct pg_status *ps, char *errstr,
                            size_t errstr_size);
 int pg_status_in_flight(const struct pg_status *ps);
+
+/*
+ * The SQLSTATE of the last write's failure ("25006", "42501", ...), "" when
+ * it succeeded, is still in flight or failed without one (a lost
+ * connection). Owned by ps, valid until its next send; ps may be NULL.
+ */
+const char *pg_status_last_sqlstate(const struct pg_status *ps);
 
 #endif

@@ -1298,7 +1298,7 @@ static enum ns_err flush_pending(struct run *run, char *errstr,
             send[nsend++] = pend->changes[i];   /* borrowed rows */
     }
     err = apply_changes(run->vf->nc, map, send, nsend, results, &stats,
-                        errstr, errstr_size);
+                        NULL, errstr, errstr_size);
     if (err)
         goto cleanup;
     for (size_t i = 0; i < nsend; i++) {

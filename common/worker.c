@@ -11,6 +11,7 @@
 #include "consumer.h"
 #include "log.h"
 #include "mapping.h"
+#include "neo4j.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -42,6 +43,39 @@ static void usage(FILE *f, const char *prog, const char *worker,
             "\n"
             "Environment variables override the file; see README.md.\n",
             prog, worker, description);
+}
+
+/*
+ * The start-up check of Neo4j (neo4j_client_check): NS_ERR_CONFIG when the
+ * database does not exist or the credentials are refused, or the client
+ * cannot be set up; NS_OK otherwise, also when Neo4j could not be reached
+ * (logged: consumer_new waits for it, retrying).
+ */
+static enum ns_err worker_check_neo4j(const struct config *cfg, char *errstr,
+                                      size_t errstr_size)
+{
+    struct neo4j_client *nc = NULL;
+    enum ns_err err;
+
+    err = neo4j_client_new(cfg->neo4j_url, cfg->neo4j_db, cfg->neo4j_user,
+                           cfg->neo4j_password, cfg->neo4j_timeout_ms, &nc,
+                           errstr, errstr_size);
+    if (!err && cfg->neo4j_ca_file[0])
+        err = neo4j_client_set_ca_file(nc, cfg->neo4j_ca_file, errstr,
+                                       errstr_size);
+    if (err)
+        goto cleanup;
+    err = neo4j_client_check(nc, cfg->neo4j_db, cfg->neo4j_user, errstr,
+                             errstr_size);
+    if (err && err != NS_ERR_CONFIG) {
+        log_msg(LOG_WARN, "could not check Neo4j at start-up, waiting for "
+                "it: %s", errstr);
+        err = NS_OK;
+    }
+
+cleanup:
+    neo4j_client_free(nc);
+    return err;
 }
 
 int worker_main(int argc, char **argv, const char *worker,
@@ -111,6 +145,13 @@ int worker_main(int argc, char **argv, const char *worker,
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
+    /* A mistyped database or refused credentials stop the worker here;
+     * the loop would retry them for ever. */
+    if (worker_check_neo4j(&cfg, errstr, sizeof(errstr))) {
+        log_msg(LOG_ERROR, "could not start: %s", errstr);
+        rc = 2;
+        goto cleanup;
+    }
     if (consumer_new(&cfg, map, &stop_requested, &c, errstr, sizeof(errstr))) {
         log_msg(LOG_ERROR, "could not start: %s", errstr);
         rc = stop_requested ? 0 : 1;

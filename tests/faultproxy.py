@@ -22,6 +22,7 @@ import http.server
 import json
 import re
 import threading
+import time
 import urllib.parse
 
 # Hop-by-hop headers (RFC 9110 7.6.1): not forwarded, the proxy sets its own.
@@ -69,6 +70,7 @@ class FaultProxy:
         self.rules = []
         self.lock = threading.Lock()
         self.log = []  # (method, path, status, "injected" | "forwarded")
+        self.forward_delay_s = 0.0  # a slow server: wait this long before forwarding
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -86,6 +88,8 @@ class FaultProxy:
                     self._answer(rule.status, [("Content-Type", rule.content_type)], rule.body)
                     proxy._note(self.command, path, rule.status, "injected")
                     return
+                if proxy.forward_delay_s:
+                    time.sleep(proxy.forward_delay_s)
                 status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
                 self._answer(status, headers, data)
                 proxy._note(self.command, path, status, "forwarded")

@@ -128,9 +128,9 @@ class Stack:
         e.update({k: str(v) for k, v in extra.items()})
         return e
 
-    def start_worker(self, name, log_path, **extra):
+    def start_worker(self, name, log_path, args=(), **extra):
         log = open(log_path, "ab")
-        return subprocess.Popen([os.path.join(BIN, f"{name}_worker")], env=self.worker_env(**extra),
+        return subprocess.Popen([os.path.join(BIN, f"{name}_worker"), *args], env=self.worker_env(**extra),
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
@@ -148,8 +148,8 @@ def stop_worker(proc, timeout=30):
 class Worker:
     """One worker process with its own stats folder and log."""
 
-    def __init__(self, nx, name, workdir, group, **env):
-        self.nx, self.name, self.group, self.env = nx, name, group, env
+    def __init__(self, nx, name, workdir, group, args=(), **env):
+        self.nx, self.name, self.group, self.env, self.args = nx, name, group, env, tuple(args)
         self.dir = workdir
         os.makedirs(self.dir, exist_ok=True)
         self.log = os.path.join(self.dir, f"{name}.log")
@@ -161,7 +161,7 @@ class Worker:
         for f in os.listdir(self.dir):
             if f.endswith(".json"):
                 os.unlink(os.path.join(self.dir, f))
-        self.proc = self.nx.start_worker(self.name, self.log, NEXUS_GROUP_ID=self.group,
+        self.proc = self.nx.start_worker(self.name, self.log, args=self.args, NEXUS_GROUP_ID=self.group,
                                          NEXUS_STATS_DIR=self.dir, **env)
         return self
 
@@ -199,9 +199,10 @@ class Worker:
             return f.read()
 
 
-def run_tool(nx, name, *args, timeout=120):
-    """Run bin/NAME ARGS with the stack's settings; the CompletedProcess."""
-    return subprocess.run([os.path.join(BIN, name), *args], env=nx.worker_env(), capture_output=True,
+def run_tool(nx, name, *args, timeout=120, **env):
+    """Run bin/NAME ARGS with the stack's settings (and env, NAME=value);
+    the CompletedProcess."""
+    return subprocess.run([os.path.join(BIN, name), *args], env=nx.worker_env(**env), capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -308,7 +309,11 @@ def empty_graph(nx):
     """Delete every node and relationship of the graph in chunks, and drop
     every constraint: Neo4j as a fresh database. Workers recreate their
     constraints when they start."""
-    while nx.cypher_value("MATCH (n) WITH n LIMIT 20000 DETACH DELETE n RETURN count(*)"):
+    # relationships first: a DETACH DELETE of a hub (a project of the
+    # benchmark's) would take all its relationships in one transaction
+    while nx.cypher_value("MATCH ()-[r]->() WITH r LIMIT 20000 DELETE r RETURN count(*)"):
+        pass
+    while nx.cypher_value("MATCH (n) WITH n LIMIT 20000 DELETE n RETURN count(*)"):
         pass
     for row in nx.cypher("SHOW CONSTRAINTS YIELD name RETURN name"):
         nx.cypher(f"DROP CONSTRAINT `{row['name']}` IF EXISTS")
@@ -408,13 +413,15 @@ class Proxy:
         self.sock.close()
 
 
-def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=(), dotted=False):
+def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=(), dotted=False,
+                  dlq_configs=()):
     """A copy of the mapping whose topics are new scratch topics, created
     here: tests that inject made-up events use them, so no other consumer
     group ever replays those events into the shared graph. Returns
     (mapping path, prefix, cleanup function). configs: topic settings as
-    "name=value" strings, for every topic made here. dotted: a prefix with
-    a dot in it ("scratch.x...")."""
+    "name=value" strings, for every topic made here; dlq_configs: more for
+    the DLQ topic alone. dotted: a prefix with a dot in it
+    ("scratch.x...")."""
     import uuid as _uuid
     clients_src = os.path.join(ROOT, "tests", "clients")
     p = subprocess.run(["make", "-s", "-C", clients_src], capture_output=True, text=True)
@@ -431,8 +438,9 @@ def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=
     topics = [f"{prefix}.{lane}.{worker}" for lane in lanes] + [f"{prefix}.dlq"]
     boot = nx.env["NEXUS_KAFKA_BOOTSTRAP"]
     for t in topics:
-        p = subprocess.run([admin, boot, "create", t, str(partitions), *configs], capture_output=True, text=True,
-                           timeout=60)
+        extra = dlq_configs if t.endswith(".dlq") else ()
+        p = subprocess.run([admin, boot, "create", t, str(partitions), *configs, *extra], capture_output=True,
+                           text=True, timeout=60)
         assert p.returncode == 0, p.stderr
 
     def cleanup():

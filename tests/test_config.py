@@ -285,3 +285,29 @@ def test_password_in_the_neo4j_url_is_masked(tmp_path, url, shown):
     assert p.returncode == 2, p.stderr
     assert pw not in p.stdout + p.stderr, p.stderr
     assert shown.replace("https://", "http://") in p.stderr, p.stderr
+
+
+def test_byte_limits_and_poison_threshold(tmp_path):
+    """batch.max_bytes, batch.backlog_max_bytes and retry.poison_after from
+    the file or the environment, with their defaults; below the minimum
+    names its source and stops the worker."""
+    p = dump(env=clean_env(NEXUS_MAPPING=MAPPING))
+    assert p.returncode == 0, p.stderr
+    assert "max_bytes = 8388608; backlog_max_bytes = 8388608; };" in p.stdout, p.stdout
+    assert "poison_after = 8; };" in p.stdout, p.stdout
+    cfg = tmp_path / "w.cfg"
+    cfg.write_text(f'mapping = "{MAPPING}";\nbatch = {{ max_bytes = 65536; backlog_max_bytes = 131072; }};\n'
+                   f'retry = {{ poison_after = 3; }};\n')
+    p = dump("--config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    assert "max_bytes = 65536; backlog_max_bytes = 131072; };" in p.stdout, p.stdout
+    assert "poison_after = 3; };" in p.stdout, p.stdout
+    p = dump("--config", str(cfg), env=clean_env(NEXUS_BATCH_MAX_BYTES="2048", NEXUS_BACKLOG_MAX_BYTES="4096",
+                                                 NEXUS_RETRY_POISON_AFTER="2"))
+    assert p.returncode == 0, p.stderr
+    assert "max_bytes = 2048; backlog_max_bytes = 4096; };" in p.stdout and "poison_after = 2; };" in p.stdout
+    cfg.write_text(f'mapping = "{MAPPING}";\nbatch = {{ max_bytes = 100; }};\n')
+    p = dump("--config", str(cfg))
+    assert p.returncode == 2 and f"{cfg}:2: batch.max_bytes must be an integer of at least 1024" in p.stderr, p.stderr
+    p = dump(env=clean_env(NEXUS_MAPPING=MAPPING, NEXUS_RETRY_POISON_AFTER="0"))
+    assert p.returncode == 2 and "NEXUS_RETRY_POISON_AFTER" in p.stderr, p.stderr

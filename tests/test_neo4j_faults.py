@@ -14,6 +14,8 @@ import socket
 import urllib.request
 import uuid
 
+import pytest
+
 from faultproxy import FaultProxy
 from nexus import (Worker, end_offsets, new_tags, run_tool, save_end_offsets, scratch_lanes, tags_applied,
                    track, wait_until)
@@ -142,6 +144,144 @@ def test_a_split_batch_failing_alike_is_retried_not_dead_lettered(nx, project, t
         assert never_failed(nx, ids)
         assert nx.consume_all(f"{prefix}.dlq") == []
         assert w.total("dlq") == 0
+    finally:
+        w.stop()
+        proxy.close()
+        cleanup()
+
+
+def test_a_poison_pill_is_split_out_and_dead_lettered(nx, project, tmp_path):
+    """A proxy in front of Neo4j answers every request that carries one
+    tag's id with HTTP 400 and no Neo4j code (a gateway's request filter):
+    the same failure, word for word, on every retry. After
+    retry.poison_after (2 here) identical failures the batch is the cause:
+    it is split, the two good tags commit, the poison one goes to the DLQ
+    with the proxy's answer as its reason and its row is FAILED. Without
+    the rule the worker would retry the batch forever with its partition
+    paused. Real tag events, on a scratch topic; injected by
+    tests/faultproxy.py."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"faults-poison-{uuid.uuid4().hex[:8]}",
+                     NEXUS_NEO4J_URL=proxy.url, NEXUS_RETRY_MAX_MS=300, NEXUS_BATCH_MS=2000,
+                     NEXUS_RETRY_POISON_AFTER=2, NEXUS_MAPPING=mapping))
+    ids = new_tags(nx, project, 3, "poison")
+    poison, good = ids[0], ids[1:]
+    try:
+        events = []
+        for tid in ids:
+            m = wait_until(lambda: [m for m in nx.consume_all("nexus.normal.tag")
+                                    if m.get("payload") and f'"id":"{tid}"' in m["payload"]], 120,
+                           what="real tag event")[0]
+            events.append((m["key"], m["payload"]))
+        for key, value in events:
+            nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        rule = proxy.add_rule("POST", COMMIT, None, status=400, body="request blocked by the gateway",
+                              content_type="text/plain", match_body=poison)
+        w.start()
+        wait_until(lambda: tags_applied(nx, good) == 2, 120, what="the good tags applied")
+        dead = wait_until(lambda: nx.consume_all(f"{prefix}.dlq"), 120, what="a dead letter")
+        assert len(dead) == 1, dead
+        hdrs = dict(zip(dead[0]["headers"][0::2], dead[0]["headers"][1::2]))
+        assert f'"id":"{poison}"' in dead[0]["payload"]
+        assert "HTTP 400" in hdrs["nexus.reason"], hdrs
+        wait_until(lambda: nx.scalar(f"SELECT sync_status FROM tags WHERE id = '{poison}'") == "FAILED", 60,
+                   what="the poison row FAILED")
+        wait_until(lambda: synced(nx, good) == 2, 60, what="the good rows written back")
+        assert tags_applied(nx, [poison]) == 0
+        log = w.log_text()
+        assert "the same failure 2 times in a row" in log, log[-3000:]
+        # the batch, two retries, then the split: one request per change
+        assert rule.served >= 3
+    finally:
+        w.stop()
+        proxy.close()
+        cleanup()
+
+
+def test_kafka_is_served_during_a_long_split(nx, project, tmp_path):
+    """A batch of 25 real tag events, one of which Neo4j rejects for good
+    (Neo.ClientError.Statement.SyntaxError injected on the requests that
+    carry it), is split into 25 single transactions on a server made slow
+    (the proxy waits 0.6 s before forwarding each request): 15 s of split,
+    past max.poll.interval.ms (10 s here, the least librdkafka allows with
+    the worker's 10 s session). The worker serves Kafka between the single
+    transactions, so it keeps its partitions: no poll-interval error, no
+    rebalance, the 24 good tags commit and the bad one is dead-lettered.
+    Scratch topics; injected by tests/faultproxy.py."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    cfg = tmp_path / "worker.cfg"
+    cfg.write_text('kafka = ( ["max.poll.interval.ms", "10000"] );\n')
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"faults-split-{uuid.uuid4().hex[:8]}",
+                     args=("--config", str(cfg)), NEXUS_NEO4J_URL=proxy.url, NEXUS_BATCH_MS=3000,
+                     NEXUS_MAPPING=mapping))
+    ids = new_tags(nx, project, 25, "longsplit")
+    bad, good = ids[0], ids[1:]
+    try:
+        wanted = set(ids)
+        events = {}
+        for m in wait_until(lambda: (lambda ms: ms if len(ms) >= len(ids) else None)(
+                [m for m in nx.consume_all("nexus.normal.tag")
+                 if m.get("payload") and any(f'"id":"{t}"' in m["payload"] for t in wanted)]),
+                120, what="the real tag events"):
+            tid = next(t for t in wanted if f'"id":"{t}"' in m["payload"])
+            events.setdefault(tid, (m["key"], m["payload"]))
+        for tid in ids:
+            key, value = events[tid]
+            nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        w.start()
+        wait_until(lambda: "consuming as group" in w.log_text(), 120, what="the worker to start")
+        proxy.add_rule("POST", COMMIT, None, code="Neo.ClientError.Statement.SyntaxError", match_body=bad)
+        proxy.forward_delay_s = 0.6
+        wait_until(lambda: tags_applied(nx, good) == len(good), 180, what="the good tags applied")
+        dead = wait_until(lambda: nx.consume_all(f"{prefix}.dlq"), 60, what="the dead letter")
+        assert len(dead) == 1 and f'"id":"{bad}"' in dead[0]["payload"], dead
+        log = w.log_text()
+        assert "applying them one by one" in log
+        assert "maximum poll interval" not in log, log[-3000:]
+        assert "partitions revoked" not in log and "partitions lost" not in log, log[-3000:]
+    finally:
+        w.stop()
+        proxy.close()
+        cleanup()
+
+
+@pytest.mark.parametrize("rule", [
+    {"code": "Neo.ClientError.Cluster.NotALeader"},
+    {"code": "Neo.DatabaseError.General.UnknownError"},
+    {"status": 503, "body": "<html>upstream unavailable</html>", "content_type": "text/html"},
+], ids=["not-a-leader", "database-error", "gateway-503"])
+def test_a_repeated_server_state_is_never_a_poison_pill(nx, project, tmp_path, rule):
+    """A batch of one event meets the same answer many more times than
+    retry.poison_after (2 here), but the answer names the server's state
+    (a leader switch that lasts, a database error) or says nothing about
+    the request (a gateway's 503): that is not the event's fault, so it is
+    retried, never dead-lettered, and applied once the condition ends.
+    Real tag event, scratch topic; injected by tests/faultproxy.py."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"faults-state-{uuid.uuid4().hex[:8]}",
+                     NEXUS_NEO4J_URL=proxy.url, NEXUS_RETRY_MAX_MS=200, NEXUS_RETRY_POISON_AFTER=2,
+                     NEXUS_MAPPING=mapping))
+    (tid,) = new_tags(nx, project, 1, f"state-{uuid.uuid4().hex[:8]}")
+    try:
+        m = wait_until(lambda: [m for m in nx.consume_all("nexus.normal.tag")
+                                if m.get("payload") and f'"id":"{tid}"' in m["payload"]], 120,
+                       what="real tag event")[0]
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", m["key"], input=m["payload"])
+        r = proxy.add_rule("POST", COMMIT, None, match_body=tid, **rule)
+        w.start()
+        wait_until(lambda: r.served >= 8, 120, what="eight identical answers")
+        assert "the same failure" not in w.log_text()
+        proxy.clear()
+        wait_until(lambda: tags_applied(nx, [tid]) == 1, 120, what="the tag applied")
+        wait_until(lambda: synced(nx, [tid]) == 1, 60, what="the tag written back")
+        assert nx.consume_all(f"{prefix}.dlq") == []
+        assert never_failed(nx, [tid])
     finally:
         w.stop()
         proxy.close()

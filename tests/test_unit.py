@@ -18,7 +18,8 @@ CORPORA = sorted(p.name for p in (ROOT / "tests" / "fuzz" / "corpus").iterdir()
 
 # Sources of the replay driver: the fuzz entry point of corpus <name> is
 # tests/fuzz/fuzz_<name>.c; it needs these common modules.
-REPLAY_COMMON = ["common/event.c", "common/convert.c", "common/buf.c",
+REPLAY_COMMON = ["common/event.c", "common/event_member.c",
+                 "common/convert.c", "common/convert_numeric.c", "common/buf.c",
                  "common/err.c", "common/log.c", "common/mapping.c",
                  "common/change.c", "common/cypher.c"]
 SAN_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined",

@@ -9,7 +9,7 @@
  * watermark with assign(), never through a consumer group, so looking
  * changes nothing. Dead letters carry the headers common/dlq.c writes:
  * nexus.reason, nexus.error.class, nexus.source.topic|partition|offset,
- * nexus.worker, nexus.time.
+ * nexus.worker, nexus.time, and nexus.truncated on a letter cut to fit.
  *
  * Re-driving produces the chosen dead letters back into their source lane
  * topic, to their source partition (Debezium's partitioner is not
@@ -24,6 +24,12 @@
  * oldest chosen dead letter to their end, and a dead letter already named
  * by a re-driven event there is skipped unless --again is given. The lane
  * itself is the state, so nothing else has to be kept consistent with it.
+ *
+ * A letter cut to fit the DLQ topic (nexus.truncated "key=N value=M") holds
+ * only a prefix of its event: re-drive reads the original from the source
+ * topic at nexus.source.partition/offset and sends that, without the
+ * nexus.truncated header. When the original is no longer there (retention)
+ * or is not the record the letter was cut from, the run is refused.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,7 +46,8 @@
 #include "err.h"
 #include "log.h"
 #include "mapping.h"
-#include "worker.h"
+#include "kafka.h"
+#include "version.h"
 
 #define DLQ_TOOL_NAME "nexus-dlq"
 
@@ -91,6 +98,8 @@ struct letter {
     char error_class[64];
     char source_topic[256];
     int32_t source_partition;        /* -1 when absent */
+    int64_t source_offset;           /* -1 when absent */
+    char truncated[64];              /* nexus.truncated, "" when whole */
     char time[64];                   /* nexus.time, else the timestamp */
     /* redrive */
     int skip;                        /* already re-driven: not produced */
@@ -314,6 +323,11 @@ static struct letter *letter_new(const rd_kafka_message_t *rkm,
     dlq_header_str(hdrs, "nexus.source.partition", partition,
                    sizeof(partition));
     lt->source_partition = (int32_t)parse_int(partition);
+    dlq_header_str(hdrs, "nexus.source.offset", partition,
+                   sizeof(partition));
+    lt->source_offset = parse_int(partition);
+    dlq_header_str(hdrs, "nexus.truncated", lt->truncated,
+                   sizeof(lt->truncated));
     dlq_header_str(hdrs, "nexus.time", lt->time, sizeof(lt->time));
     if (!lt->time[0] && lt->timestamp_ms >= 0)
         iso_time(lt->timestamp_ms, lt->time, sizeof(lt->time));
@@ -444,61 +458,6 @@ static void filter_describe(const struct options *opts, char *out,
 
 /* ---- Kafka ------------------------------------------------------------- */
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
-                         const char *buf)
-{
-    enum log_level lvl = level <= 3 ? LOG_ERROR : level <= 4 ? LOG_WARN :
-                         level <= 6 ? LOG_INFO : LOG_DEBUG;
-
-    (void)rk;
-    /* librdkafka's info lines are routine: only debug shows them */
-    if (lvl == LOG_INFO)
-        lvl = LOG_DEBUG;
-    if (log_enabled(lvl))
-        log_msg(lvl, "rdkafka %s: %s", fac, buf);
-}
-
-/* The configuration's Kafka properties, then ours. */
-static enum ns_err kafka_conf_new(const struct config *cfg,
-                                  const char *const *extra,
-                                  rd_kafka_conf_t **out, char *errstr,
-                                  size_t errstr_size)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char kerr[512];
-    enum ns_err err = NS_OK;
-
-    *out = NULL;
-    if (!conf) {
-        ns_err_set(errstr, errstr_size, "out of memory");
-        return NS_ERR_NOMEM;
-    }
-    for (size_t i = 0; i < cfg->kafka_prop_count; i++)
-        if (rd_kafka_conf_set(conf, cfg->kafka_props[2 * i],
-                              cfg->kafka_props[2 * i + 1], kerr,
-                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
-                       cfg->kafka_props[2 * i], kerr);
-            err = NS_ERR_CONFIG;
-            goto cleanup;
-        }
-    for (size_t i = 0; extra[i]; i += 2)
-        if (rd_kafka_conf_set(conf, extra[i], extra[i + 1], kerr,
-                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            ns_err_set(errstr, errstr_size, "kafka property %s: %s",
-                       extra[i], kerr);
-            err = NS_ERR_CONFIG;
-            goto cleanup;
-        }
-    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
-    *out = conf;
-    conf = NULL;
-cleanup:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    return err;
-}
-
 /* A consumer that is only ever assigned partitions: it joins no group and
  * commits nothing (group.id is set because librdkafka wants one). */
 static enum ns_err reader_new(const struct config *cfg, rd_kafka_t **out,
@@ -516,7 +475,8 @@ static enum ns_err reader_new(const struct config *cfg, rd_kafka_t **out,
     enum ns_err err;
 
     *out = NULL;
-    err = kafka_conf_new(cfg, extra, &conf, errstr, errstr_size);
+    err = kafka_conf_new(NULL, (const char *const *)cfg->kafka_props,
+                         extra, 1, &conf, errstr, errstr_size);
     if (err)
         return err;
     *out = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
@@ -1094,6 +1054,129 @@ static int is_lane_topic(const struct mapping *map, const char *topic)
     return 0;
 }
 
+/*
+ * Put back the key and value of a letter cut to fit the DLQ, from the
+ * source record it names, if that record is still there and is the one the
+ * letter was cut from: its sizes are those of nexus.truncated and the
+ * letter's key and value are its prefixes. On success lt holds the
+ * original key and value and no nexus.truncated header. NS_ERR_LIMIT with
+ * the reason in errstr when it cannot be restored; NS_ERR_KAFKA or
+ * NS_ERR_NOMEM when the read failed.
+ */
+static enum ns_err letter_restore(rd_kafka_t *rk, struct letter *lt,
+                                  long timeout_ms, char *errstr,
+                                  size_t errstr_size)
+{
+    rd_kafka_topic_partition_list_t *assign = NULL;
+    rd_kafka_message_t *rkm = NULL;
+    unsigned long long key_size = 0, value_size = 0;
+    int64_t deadline = now_ms() + timeout_ms;
+    const char *gone = NULL;
+    char *key = NULL, *value = NULL;
+    rd_kafka_resp_err_t kerr;
+    enum ns_err err = NS_OK;
+
+    if (sscanf(lt->truncated, "key=%llu value=%llu", &key_size,
+               &value_size) != 2 || lt->source_partition < 0 ||
+        lt->source_offset < 0) {
+        ns_err_set(errstr, errstr_size, "its nexus.truncated \"%s\" or its "
+                   "source position cannot be read", lt->truncated);
+        return NS_ERR_LIMIT;
+    }
+    assign = rd_kafka_topic_partition_list_new(1);
+    if (!assign) {
+        ns_err_set(errstr, errstr_size, "out of memory");
+        return NS_ERR_NOMEM;
+    }
+    rd_kafka_topic_partition_list_add(assign, lt->source_topic,
+                                      lt->source_partition)->offset =
+        lt->source_offset;
+    kerr = rd_kafka_assign(rk, assign);
+    if (kerr) {
+        ns_err_set(errstr, errstr_size, "could not assign %s [%d]: %s",
+                   lt->source_topic, (int)lt->source_partition,
+                   rd_kafka_err2str(kerr));
+        err = NS_ERR_KAFKA;
+        goto cleanup;
+    }
+    while (!rkm && !gone) {
+        int64_t remaining = deadline - now_ms();
+
+        if (remaining <= 0) {
+            ns_err_set(errstr, errstr_size, "timed out after %ld ms reading "
+                       "%s [%d]", timeout_ms, lt->source_topic,
+                       (int)lt->source_partition);
+            err = NS_ERR_KAFKA;
+            goto cleanup;
+        }
+        rkm = rd_kafka_consumer_poll(rk, remaining < 500 ? (int)remaining
+                                                         : 500);
+        if (!rkm)
+            continue;
+        /* an offset below the log start resets to the end: EOF */
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF ||
+            (!rkm->err && rkm->offset != lt->source_offset))
+            gone = "the partition no longer holds that offset (retention)";
+        else if (!rkm->err && (rkm->key_len != key_size ||
+                               rkm->len != value_size ||
+                               lt->key_len > rkm->key_len ||
+                               lt->value_len > rkm->len ||
+                               (lt->key_len && memcmp(lt->key, rkm->key,
+                                                      lt->key_len)) ||
+                               (lt->value_len && memcmp(lt->value,
+                                                        rkm->payload,
+                                                        lt->value_len))))
+            gone = "the record there is not the one the letter was cut from";
+        else if (!rkm->err)
+            break;
+        else
+            log_msg(LOG_WARN, "reading %s: %s", lt->source_topic,
+                    rd_kafka_message_errstr(rkm));
+        rd_kafka_message_destroy(rkm);
+        rkm = NULL;
+    }
+    if (gone) {
+        ns_err_set(errstr, errstr_size, "%s [%d] at offset %" PRId64 ": %s",
+                   lt->source_topic, (int)lt->source_partition,
+                   lt->source_offset, gone);
+        err = NS_ERR_LIMIT;
+        goto cleanup;
+    }
+    key = malloc(rkm->key_len + 1);
+    value = malloc(rkm->len + 1);
+    if (!key || !value) {
+        ns_err_set(errstr, errstr_size, "out of memory");
+        err = NS_ERR_NOMEM;
+        goto cleanup;
+    }
+    if (rkm->key_len)
+        memcpy(key, rkm->key, rkm->key_len);
+    if (rkm->len)
+        memcpy(value, rkm->payload, rkm->len);
+    free(lt->key);
+    free(lt->value);
+    lt->key = key;
+    lt->key_len = rkm->key_len;
+    lt->value = value;
+    lt->value_len = rkm->len;
+    key = value = NULL;
+    if (lt->hdrs)
+        rd_kafka_header_remove(lt->hdrs, "nexus.truncated");
+
+cleanup:
+    free(key);
+    free(value);
+    if (rkm)
+        rd_kafka_message_destroy(rkm);
+    if (rd_kafka_assign(rk, NULL) && !err) {
+        ns_err_set(errstr, errstr_size, "could not unassign %s",
+                   lt->source_topic);
+        err = NS_ERR_KAFKA;
+    }
+    rd_kafka_topic_partition_list_destroy(assign);
+    return err;
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
                         void *opaque)
 {
@@ -1173,7 +1256,8 @@ static enum ns_err redrive_produce(const struct config *cfg,
     enum ns_err err;
     size_t failed = 0;
 
-    err = kafka_conf_new(cfg, extra, &conf, errstr, errstr_size);
+    err = kafka_conf_new(NULL, (const char *const *)cfg->kafka_props,
+                         extra, 1, &conf, errstr, errstr_size);
     if (err)
         goto cleanup;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
@@ -1324,6 +1408,32 @@ static int redrive_run(const struct options *opts, const struct config *cfg,
                     (int)lt->partition, lt->offset,
                     (int)lt->source_partition, t->topic, t->partitions);
             refused++;
+        }
+    }
+    /* letters cut to fit the DLQ go back whole, or not at all */
+    for (size_t i = 0; !refused && i < chosen->n; i++) {
+        struct letter *lt = chosen->v[i];
+
+        if (!lt->truncated[0])
+            continue;
+        err = letter_restore(rk, lt, opts->timeout_ms, errstr,
+                             sizeof(errstr));
+        if (err == NS_ERR_LIMIT) {
+            fprintf(stderr, "nexus-dlq: refused: %d:%" PRId64 " was cut to "
+                    "fit the DLQ (nexus.truncated %s) and cannot be restored "
+                    "from its source: %s\n", (int)lt->partition, lt->offset,
+                    lt->truncated, errstr);
+            refused++;
+        } else if (err) {
+            log_msg(LOG_ERROR, "could not read the original of %d:%" PRId64
+                    ": %s", (int)lt->partition, lt->offset, errstr);
+            goto cleanup;
+        } else {
+            printf("restored %s %d:%" PRId64 " from %s [%d] at offset %"
+                   PRId64 " (%zu bytes of value)\n", map->dlq_topic,
+                   (int)lt->partition, lt->offset, lt->source_topic,
+                   (int)lt->source_partition, lt->source_offset,
+                   lt->value_len);
         }
     }
     if (refused) {

@@ -33,6 +33,7 @@
 
 #include "convert.h"
 #include "config.h"
+#include "kafka.h"
 #include "mapping.h"
 
 #define REPLAY_TIMEOUT_MS 15000
@@ -671,28 +672,20 @@ static size_t parts_print(const struct parts *ps)
 
 static rd_kafka_t *client_new(const struct config *cfg, const char *group)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* This client never subscribes: it reads and commits the group's
+     * offsets without joining it. */
+    const char *const forced[] = {
+        "group.id", group,
+        "enable.auto.commit", "false",
+        "client.id", "nexus-replay",
+        NULL};
+    rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk;
     char kerr[512];
 
-    for (size_t i = 0; i < cfg->kafka_prop_count; i++)
-        if (rd_kafka_conf_set(conf, cfg->kafka_props[2 * i],
-                              cfg->kafka_props[2 * i + 1], kerr,
-                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            fprintf(stderr, "nexus-replay: kafka.%s: %s\n",
-                    cfg->kafka_props[2 * i], kerr);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    /* This client never subscribes: it reads and commits the group's
-     * offsets without joining it. */
-    if (rd_kafka_conf_set(conf, "group.id", group, kerr, sizeof(kerr)) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", kerr,
-                          sizeof(kerr)) ||
-        rd_kafka_conf_set(conf, "client.id", "nexus-replay", kerr,
-                          sizeof(kerr))) {
+    if (kafka_conf_new(NULL, (const char *const *)cfg->kafka_props, forced, 1,
+                       &conf, kerr, sizeof(kerr))) {
         fprintf(stderr, "nexus-replay: kafka: %s\n", kerr);
-        rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));

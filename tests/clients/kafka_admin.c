@@ -5,10 +5,14 @@
  *   kafka_admin BOOTSTRAP create TOPIC PARTITIONS [NAME=VALUE...]
  *   kafka_admin BOOTSTRAP delete TOPIC
  *   kafka_admin BOOTSTRAP commit-end GROUP TOPIC...
+ *   kafka_admin BOOTSTRAP alter TOPIC NAME=VALUE...
  *
  * commit-end commits, for a consumer group that is not running, every
  * partition's high watermark: the group's next member starts at the end
  * instead of replaying the topic (a test that only wants new events).
+ *
+ * alter replaces the topic's own settings with NAME=VALUE... (AlterConfigs:
+ * settings not named go back to the broker's defaults).
  *
  * Exits 0 when the broker confirms, 1 with the reason on stderr otherwise.
  */
@@ -127,6 +131,79 @@ cleanup:
     return rc;
 }
 
+static int alter(const char *bootstrap, const char *topic, char **pairs,
+                 int npairs)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk = NULL;
+    rd_kafka_queue_t *queue = NULL;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_ConfigResource_t *res =
+        rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    rd_kafka_event_t *ev = NULL;
+    const rd_kafka_ConfigResource_t **got;
+    size_t n = 0;
+    char errstr[512];
+    int rc = 1;
+
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr,
+                          sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        fprintf(stderr, "kafka_admin: %s\n", errstr);
+        goto cleanup;
+    }
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "kafka_admin: %s\n", errstr);
+        goto cleanup;
+    }
+    conf = NULL;
+    for (int i = 0; i < npairs; i++) {
+        char *eq = strchr(pairs[i], '=');
+        if (!eq) {
+            fprintf(stderr, "kafka_admin: config '%s' is not NAME=VALUE\n",
+                    pairs[i]);
+            goto cleanup;
+        }
+        *eq = '\0';
+        if (rd_kafka_ConfigResource_set_config(res, pairs[i], eq + 1)) {
+            fprintf(stderr, "kafka_admin: cannot set config %s\n", pairs[i]);
+            goto cleanup;
+        }
+    }
+    queue = rd_kafka_queue_new(rk);
+    opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_ALTERCONFIGS);
+    rd_kafka_AlterConfigs(rk, &res, 1, opts, queue);
+    ev = rd_kafka_queue_poll(queue, ADMIN_TIMEOUT_MS + 5000);
+    if (!ev || rd_kafka_event_error(ev)) {
+        fprintf(stderr, "kafka_admin: %s\n",
+                ev ? rd_kafka_event_error_string(ev) : "no answer");
+        goto cleanup;
+    }
+    got = rd_kafka_AlterConfigs_result_resources(
+        rd_kafka_event_AlterConfigs_result(ev), &n);
+    if (n != 1 || rd_kafka_ConfigResource_error(got[0])) {
+        fprintf(stderr, "kafka_admin: %s\n",
+                n == 1 ? rd_kafka_ConfigResource_error_string(got[0])
+                       : "no result");
+        goto cleanup;
+    }
+    rc = 0;
+
+cleanup:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (opts)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (queue)
+        rd_kafka_queue_destroy(queue);
+    rd_kafka_ConfigResource_destroy(res);
+    if (rk)
+        rd_kafka_destroy(rk);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     rd_kafka_conf_t *conf = NULL;
@@ -140,10 +217,13 @@ int main(int argc, char **argv)
 
     if (argc >= 5 && strcmp(argv[2], "commit-end") == 0)
         return commit_end(argv[1], argv[3], argv + 4, argc - 4);
+    if (argc >= 5 && strcmp(argv[2], "alter") == 0)
+        return alter(argv[1], argv[3], argv + 4, argc - 4);
     if (argc < 4 || (strcmp(argv[2], "create") == 0 && argc < 5)) {
         fprintf(stderr, "usage: kafka_admin BOOTSTRAP create TOPIC PARTITIONS"
                 " [NAME=VALUE...] | BOOTSTRAP delete TOPIC"
-                " | BOOTSTRAP commit-end GROUP TOPIC...\n");
+                " | BOOTSTRAP commit-end GROUP TOPIC..."
+                " | BOOTSTRAP alter TOPIC NAME=VALUE...\n");
         return 2;
     }
     create = strcmp(argv[2], "create") == 0;

@@ -12,6 +12,8 @@
  *    "count": {"normal": {"consumed": 3, "applied": 2, "skipped": 1,
  *              "dlq": 0}},
  *    "retry": [{"target": "neo4j", "lanes": {"normal": 5}}],
+ *    "pg_refused": ["25006", ""],           metrics_pg_refused() after the
+ *                                           retries, before "seen"
  *    "seen": [{"target": "postgres", "up": false}],
  *    "partitions": [{"topic": "t", "partition": 0, "lane": "normal",
  *                    "lag": 7}],
@@ -40,7 +42,7 @@
 
 static const char *const known[] = {
     "comment", "worker", "lanes", "observe", "sync_age_ms", "count", "retry",
-    "seen", "partitions", "heartbeat_age_ms", "expect_lines", "absent",
+    "pg_refused", "seen", "partitions", "heartbeat_age_ms", "expect_lines", "absent",
     "ready", "why"};
 
 static int target_parse(const char *s)
@@ -152,6 +154,14 @@ static int apply_case(struct metrics *m, const cJSON *c, char *why,
             lane_events[lane] = (uint64_t)v->valuedouble;
         }
         metrics_retry(m, (enum metrics_target)target, lane_events);
+    }
+    sect = cJSON_GetObjectItemCaseSensitive(c, "pg_refused");
+    cJSON_ArrayForEach(e, sect) {
+        if (!cJSON_IsString(e)) {
+            case_why(why, why_size, "pg_refused holds SQLSTATE strings");
+            return -1;
+        }
+        metrics_pg_refused(m, e->valuestring);
     }
     sect = cJSON_GetObjectItemCaseSensitive(c, "seen");
     cJSON_ArrayForEach(e, sect) {
