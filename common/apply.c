@@ -495,6 +495,16 @@ static int rejected_alike(const struct apply_result *results, size_t n)
     return n > 1;
 }
 
+/* Whether Neo4j, through the same client, commits a statement that is no
+ * change's: RETURN 1. */
+static int canary_accepted(struct neo4j_client *nc)
+{
+    static const struct neo4j_stmt canary = {"RETURN 1", NULL};
+    char why[512];
+
+    return neo4j_run(nc, &canary, 1, NULL, NULL, why, sizeof(why)) == NS_OK;
+}
+
 /* Apply each change alone so one bad row cannot hold back the others.
  * Rare, so simplicity wins over fewer round trips. */
 static enum ns_err apply_split(struct neo4j_client *nc,
@@ -512,8 +522,14 @@ static enum ns_err apply_split(struct neo4j_client *nc,
         enum ns_err err;
         char why[512];
 
-        if (opts && opts->tick)
-            opts->tick(opts->tick_opaque);
+        if (opts && opts->tick && opts->tick(opts->tick_opaque)) {
+            snprintf(errstr, errstr_size, "stopped applying %zu changes one "
+                     "by one after %zu: asked to stop, or the partitions "
+                     "were taken away", n, i);
+            for (size_t k = 0; k < n; k++)
+                memset(&results[k], 0, sizeof(results[k]));
+            return NS_ERR_NEO4J_TRANSIENT;
+        }
         err = run_once(nc, map, changes, &i, 1, results, stats, &failure, why,
                        sizeof(why));
         if (!err)
@@ -525,10 +541,18 @@ static enum ns_err apply_split(struct neo4j_client *nc,
         results[i].status = APPLY_FAILED;
         snprintf(results[i].reason, sizeof(results[i].reason), "%.250s", why);
     }
-    /* No set of events is that uniformly bad: the cause is the server, a
-     * proxy or the statements' shape (a schema or version change).
-     * Dead-lettering would drop the whole batch; nothing was committed,
-     * so retry it. */
+    /* Rejected alike: likely the server, a proxy or the statements' shape
+     * (a schema or version change), so nothing is dead-lettered and the
+     * batch is retried. A forced split comes after that was retried many
+     * times: then a canary decides. If Neo4j runs a statement of no
+     * change, the changes are at fault, and each is FAILED, so that a
+     * permanent error never holds a partition for ever. */
+    if (rejected_alike(results, n) && force && canary_accepted(nc)) {
+        log_msg(LOG_WARN, "all %zu changes rejected alike, but Neo4j runs "
+                "other statements: taking the changes for the fault: %.400s",
+                n, results[0].reason);
+        return NS_OK;
+    }
     if (rejected_alike(results, n)) {
         snprintf(errstr, errstr_size, "all %zu changes rejected alike, "
                  "retrying the batch: %.400s", n, results[0].reason);

@@ -449,8 +449,9 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     c->env = (struct process_env){cfg, map, c->nc, c->dlq, c->wb, &c->metrics,
                                   &c->policy, &c->poller, &c->revoked};
     if (!err)
-        err = schema_ensure(c->nc, map, &c->policy, &c->poller, &c->metrics,
-                            errstr, errstr_size);
+        err = schema_ensure(c->nc, map, cfg->neo4j_db, cfg->neo4j_user,
+                            &c->policy, &c->poller, &c->metrics, errstr,
+                            errstr_size);
 
 cleanup:
     if (conninfo) {

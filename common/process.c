@@ -49,12 +49,13 @@ static enum ns_err writeback_rows(struct batch_run *run)
 }
 
 /* Kafka is served between the single transactions of a split, so a
- * long one cannot outlast max.poll.interval.ms (apply's tick). */
-static void serve_kafka(void *opaque)
+ * long one cannot outlast max.poll.interval.ms (apply's tick); a stop or
+ * a revoke seen there ends the split. */
+static int serve_kafka(void *opaque)
 {
     const struct retry_poller *poller = opaque;
 
-    poller->poll(poller->opaque, 0);
+    return poller->poll(poller->opaque, 0);
 }
 
 /*

@@ -89,6 +89,7 @@ int worker_main(int argc, char **argv, const char *worker,
     struct sigaction sa;
     char errstr[1024];
     int have_cfg = 0;
+    enum ns_err err;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -152,9 +153,11 @@ int worker_main(int argc, char **argv, const char *worker,
         rc = 2;
         goto cleanup;
     }
-    if (consumer_new(&cfg, map, &stop_requested, &c, errstr, sizeof(errstr))) {
+    err = consumer_new(&cfg, map, &stop_requested, &c, errstr,
+                       sizeof(errstr));
+    if (err) {
         log_msg(LOG_ERROR, "could not start: %s", errstr);
-        rc = stop_requested ? 0 : 1;
+        rc = stop_requested ? 0 : err == NS_ERR_CONFIG ? 2 : 1;
         goto cleanup;
     }
     if (consumer_run(c, errstr, sizeof(errstr))) {
