@@ -212,3 +212,15 @@ def test_relative_links_resolve(path):
         elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
             bad.append(f"{target}: no heading with anchor #{anchor}")
     assert not bad, f"{path.relative_to(ROOT)}: broken links:\n" + "\n".join(bad)
+
+
+def test_readme_layout_names_every_module():
+    """README.md's Layout lists every module of common/ (test_layering.py
+    checks the same of common/README.md), so it cannot fall behind again."""
+    text = (ROOT / "README.md").read_text()
+    assert "\n## Layout\n" in text, "README.md has no Layout section"
+    layout = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"[a-z_0-9]+", layout))
+    modules = {p.stem for p in (ROOT / "common").glob("*.[ch]")}
+    missing = sorted(modules - named)
+    assert not missing, f"README.md's Layout does not name these common/ modules: {missing}"
