@@ -59,12 +59,12 @@ def config_keys():
 
 def code_env_vars():
     """NEXUS_* names the C code reads: every string literal naming one in
-    the C sources (the code passes them to getenv(), env_value(),
+    the C sources, subfolders included (the code passes them to getenv(), env_value(),
     env_secret(), env_int(), env_or() or to tables that feed those), plus
     NAME_FILE for each NAME in a file that reads secrets via env_secret()."""
     names = set()
     for d in C_DIRS:
-        for p in sorted((ROOT / d).glob("*.c")):
+        for p in sorted((ROOT / d).rglob("*.c")):
             src = _strip_comments(p.read_text())
             lits = {s for s in STRING.findall(src) if re.fullmatch(r"NEXUS_[A-Z0-9_]+", s)}
             names |= lits
@@ -139,7 +139,8 @@ def _script_text():
         p = ROOT / place
         files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
         for f in files:
-            if f.suffix in {".md", ".png", ".jar", ".zip"} or f.name == "test_docs.py":
+            if (f.suffix in {".md", ".png", ".jar", ".zip", ".pyc"} or f.name == "test_docs.py"
+                    or "out" in f.relative_to(ROOT).parts):
                 continue
             try:
                 texts.append(f.read_text(errors="replace"))
