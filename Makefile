@@ -1,5 +1,6 @@
 # nexus-sync build. `make` builds every worker and tool into bin/;
-# `make test` runs the whole suite (unit and real-stack tests);
+# `make check` runs the checks that need no server (the developer loop);
+# `make test` runs the whole suite (make check, then the real-stack tests);
 # `make demo` runs the main job (see README.md).
 
 CC      ?= cc
@@ -22,7 +23,7 @@ PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%)
                $(BENCH_SRC:bench/%.c=$(BIN)/%)
 UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all unit test asan chaos soak demo bench clean
+.PHONY: all unit test check asan asan-unit chaos soak demo bench clean
 
 # keep object files between runs (they are intermediates of pattern rules)
 .SECONDARY:
@@ -55,14 +56,33 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/cases.o $(BUILD)/l
 
 unit: $(UNIT_BINS)
 
-# The unit tests again, built with AddressSanitizer and UBSan.
-asan:
-	$(MAKE) BUILD=build/asan BIN=build/asan/bin \
+# Everything again, built with AddressSanitizer and UBSan (build/asan/bin:
+# the workers for tests/test_memory.py); asan-unit only the unit tests.
+ASAN_MAKE = $(MAKE) BUILD=build/asan BIN=build/asan/bin \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	    LDFLAGS="-fsanitize=address,undefined" all
+	    LDFLAGS="-fsanitize=address,undefined"
+asan:
+	$(ASAN_MAKE) all
 
-# The whole suite: installs what is missing, starts the local stack when a
-# test needs it, and ends with pytest's summary line.
+asan-unit:
+	$(ASAN_MAKE) unit
+
+# The developer loop: no server, no apt. Builds, then runs every test that
+# needs no server (conftest.py marks them `check`): the unit tests plain and
+# under ASan/UBSan, the fuzz corpus replay, and the stack-free Python checks
+# (mapping, configuration, compose, Kubernetes, alert rules, layering, docs).
+# A check whose outside tool is missing is skipped with the reason;
+# CHECK_SKIP_MISSING=0 (tests/run, which installs the tools) fails instead.
+CHECK_SKIP_MISSING ?= 1
+NPROC ?= $(shell nproc 2>/dev/null || echo 1)
+check:
+	$(MAKE) -j$(NPROC) all
+	NEXUS_CHECK_SKIP_MISSING=$(CHECK_SKIP_MISSING) \
+	    python3 -m pytest -p no:cacheprovider -q -rfEs -m check tests
+
+# The whole suite: installs what is missing, runs `make check`, then the
+# other tests, starting the local stack when one needs it; ends with
+# pytest's summary line.
 test:
 	bash tests/run
 

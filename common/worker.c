@@ -41,7 +41,8 @@ static void usage(FILE *f, const char *prog, const char *worker,
             "  --dump-config   print the effective settings, secrets masked\n"
             "  --version       print the version and exit\n"
             "\n"
-            "Environment variables override the file; see README.md.\n",
+            "Environment variables override the file; see "
+            "docs/configuration.md.\n",
             prog, worker, description);
 }
 
