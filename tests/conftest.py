@@ -69,10 +69,16 @@ def stack_up(env=None):
 
 # Test files that need no `stack` fixture but start servers themselves.
 STACK_MODULES = {"test_stack.py"}
+def have_yaml():
+    return os.path.isdir(os.path.join(ROOT, ".cache", "python", "yaml"))
+
+
 # Outside tools of stack-free checks: nodeid prefix -> [(what, present?)].
 # tests/run installs them (Debian packages, kubernetes-validate from PyPI).
 CHECK_TOOLS = {
     "tests/test_deploy.py": [("docker-compose", lambda: shutil.which("docker-compose"))],
+    "tests/test_deploy.py::test_workers_scale_with_compose": [("PyYAML in .cache/python", have_yaml)],
+    "tests/test_deploy.py::test_init_job_has_psql": [("PyYAML in .cache/python", have_yaml)],
     "tests/test_k8s.py": [("kubectl", lambda: shutil.which("kubectl")),
                           ("kubernetes-validate in .cache/python",
                            lambda: os.path.isdir(os.path.join(ROOT, ".cache", "python",
