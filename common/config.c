@@ -469,6 +469,79 @@ int64_t config_source_epoch(const struct config *cfg, int64_t ts_ms)
     return epoch;
 }
 
+/* Append " key='value'" with libpq's quoting (single quotes, backslash
+ * escapes) at p, which has room for 2 * strlen(value) + strlen(key) + 5. */
+static char *conninfo_append(char *p, const char *key, const char *value)
+{
+    p += sprintf(p, " %s='", key);
+    for (const char *c = value; *c; c++) {
+        if (*c == '\'' || *c == '\\')
+            *p++ = '\\';
+        *p++ = *c;
+    }
+    *p++ = '\'';
+    *p = '\0';
+    return p;
+}
+
+/*
+ * NEXUS_PG_HOST, NEXUS_PG_PORT, NEXUS_PG_DB, NEXUS_WRITER_USER: each sets
+ * its own keyword of the conninfo (the file's, or the default) and leaves
+ * the others as they are.
+ */
+static enum ns_err apply_env_pg(struct config *cfg, char *errstr,
+                                size_t errstr_size)
+{
+    static const struct { const char *var, *keyword; } vars[] = {
+        {"NEXUS_PG_HOST", "host"}, {"NEXUS_PG_PORT", "port"},
+        {"NEXUS_PG_DB", "dbname"}, {"NEXUS_WRITER_USER", "user"},
+    };
+    PQconninfoOption *opts = NULL;
+    char *perr = NULL, built[sizeof(cfg->pg_conninfo)], *p = built;
+    enum ns_err err = NS_OK;
+    int any = 0;
+
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        any |= env_value(vars[i].var) != NULL;
+    if (!any)
+        return NS_OK;
+    opts = PQconninfoParse(cfg->pg_conninfo, &perr);
+    if (!opts) {
+        err = perr ? NS_ERR_CONFIG : NS_ERR_NOMEM;
+        snprintf(errstr, errstr_size, "postgres.conninfo: %s",
+                 perr ? perr : "out of memory");
+        goto cleanup;
+    }
+    *p = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        const char *v = o->val;
+
+        for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+            if (strcmp(o->keyword, vars[i].keyword) == 0 &&
+                env_value(vars[i].var))
+                v = env_value(vars[i].var);
+        if (!v)
+            continue;
+        if ((size_t)(p - built) + strlen(o->keyword) + 2 * strlen(v) + 5 >
+            sizeof(cfg->pg_conninfo) - 1) {
+            err = NS_ERR_CONFIG;
+            snprintf(errstr, errstr_size, "the PostgreSQL conninfo with "
+                     "NEXUS_PG_* applied is longer than %zu bytes",
+                     sizeof(cfg->pg_conninfo) - 1);
+            goto cleanup;
+        }
+        p = conninfo_append(p, o->keyword, v);
+    }
+    copy_str(cfg->pg_conninfo, sizeof(cfg->pg_conninfo),
+             built[0] == ' ' ? built + 1 : built);
+
+cleanup:
+    if (opts)
+        PQconninfoFree(opts);
+    PQfreemem(perr);
+    return err;
+}
+
 /* An optional integer setting of at least min: path:line on error. */
 static enum ns_err file_int_min(config_t *lc, const char *path,
                                 const char *name, int min, int *out,
@@ -749,20 +822,7 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
         err = apply_env_tls(cfg, errstr, errstr_size);
     if (err)
         return err;
-    if (getenv("NEXUS_PG_HOST") || getenv("NEXUS_PG_PORT") ||
-        getenv("NEXUS_PG_DB") || getenv("NEXUS_WRITER_USER")) {
-        const char *host = getenv("NEXUS_PG_HOST");
-        const char *port = getenv("NEXUS_PG_PORT");
-        const char *db = getenv("NEXUS_PG_DB");
-        const char *user = getenv("NEXUS_WRITER_USER");
-        snprintf(cfg->pg_conninfo, sizeof(cfg->pg_conninfo),
-                 "host=%s port=%s dbname=%s user=%s "
-                 "application_name=nexus-%s connect_timeout=5",
-                 host ? host : "127.0.0.1", port ? port : "55432",
-                 db ? db : "contextnexus", user ? user : "nexus_writer",
-                 cfg->worker);
-    }
-    return NS_OK;
+    return apply_env_pg(cfg, errstr, errstr_size);
 }
 
 enum ns_err config_load(struct config *cfg, const char *path,
@@ -837,21 +897,6 @@ enum ns_err config_resolve_lanes(struct config *cfg, const struct mapping *map,
         return NS_ERR_CONFIG;
     }
     return NS_OK;
-}
-
-/* Append " key='value'" with libpq's quoting (single quotes, backslash
- * escapes) at p, which has room for 2 * strlen(value) + strlen(key) + 5. */
-static char *conninfo_append(char *p, const char *key, const char *value)
-{
-    p += sprintf(p, " %s='", key);
-    for (const char *c = value; *c; c++) {
-        if (*c == '\'' || *c == '\\')
-            *p++ = '\\';
-        *p++ = *c;
-    }
-    *p++ = '\'';
-    *p = '\0';
-    return p;
 }
 
 char *config_pg_conninfo(const struct config *cfg)

@@ -190,7 +190,10 @@ postgres = {{ conninfo = "host=file-pg port=1 dbname=filedb user=u"; sslmode = "
     assert p.returncode == 0, p.stderr
     for want in ('group_id = "from-env"', "max_events = 77; max_ms = 20;", 'level = "debug"',
                  '"bootstrap.servers" = "env-broker:9093"', '"client.rack" = "r1"',
-                 'url = "https://env-neo4j:7473"; database = "envdb"', "host=env-pg port=2",
+                 'url = "https://env-neo4j:7473"; database = "envdb"',
+                 # each NEXUS_PG_* sets its keyword; the file's others stay
+                 # (before: rebuilt whole, dbname and user dropped)
+                 "user='u' dbname='filedb' host='env-pg' port='2'",
                  'sslmode = "verify-full"', f'sslrootcert = "{ca}"', f'ca_file = "{ca}"'):
         assert want in p.stdout, (want, p.stdout)
     assert "file-broker" not in p.stdout and "file-neo4j" not in p.stdout
