@@ -22,13 +22,19 @@ UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%) \
                $(BENCH_SRC:bench/%.c=$(BIN)/%)
 UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# drivers of single modules that tests run against the real stack
+CLIENT_SRC  := $(wildcard tests/clients/*.c)
+CLIENT_BINS := $(CLIENT_SRC:tests/clients/%.c=$(BUILD)/tests/clients/%)
+# the fuzz entry points with the corpus replayer (tests/fuzz/README.md)
+FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS   := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=$(BUILD)/tests/fuzz/replay_%)
 
-.PHONY: all unit test check asan asan-unit chaos soak demo bench clean
+.PHONY: all unit clients fuzz test check asan asan-unit chaos soak demo bench clean
 
 # keep object files between runs (they are intermediates of pattern rules)
 .SECONDARY:
 
-all: $(PROGRAMS) $(UNIT_BINS)
+all: $(PROGRAMS) $(UNIT_BINS) $(CLIENT_BINS) $(FUZZ_BINS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -54,7 +60,19 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/cases.o $(BUILD)/l
 	@mkdir -p $(dir $@)
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BUILD)/tests/clients/%: $(BUILD)/tests/clients/%.o $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/fuzz/replay_%: $(BUILD)/tests/fuzz/replay.o $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 unit: $(UNIT_BINS)
+
+clients: $(CLIENT_BINS)
+
+fuzz: $(FUZZ_BINS)
 
 # Everything again, built with AddressSanitizer and UBSan (build/asan/bin:
 # the workers for tests/test_memory.py); asan-unit only the unit tests.
@@ -65,7 +83,7 @@ asan:
 	$(ASAN_MAKE) all
 
 asan-unit:
-	$(ASAN_MAKE) unit
+	$(ASAN_MAKE) unit fuzz
 
 # The developer loop: no server, no apt. Builds, then runs every test that
 # needs no server (conftest.py marks them `check`): the unit tests plain and
@@ -117,4 +135,5 @@ clean:
 
 -include $(COMMON_OBJ:.o=.d) $(WORKER_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) \
          $(BENCH_SRC:%.c=$(BUILD)/%.d) \
-         $(UNIT_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/unit/cases.d
+         $(UNIT_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/unit/cases.d \
+         $(CLIENT_SRC:%.c=$(BUILD)/%.d) $(FUZZ_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/fuzz/replay.d

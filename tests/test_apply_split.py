@@ -21,14 +21,13 @@ from nexus import ROOT, Stack
 from test_clients import Driver, free_port
 
 COMMIT = r"^/db/[^/]+/tx/commit$"
-CLIENTS_SRC = os.path.join(ROOT, "tests", "clients")
 CLIENT = os.path.join(ROOT, "build", "tests", "clients", "apply_client")
 MAPPING = os.path.join(ROOT, "schemas", "mapping.cfg")
 
 
 @pytest.fixture(scope="module")
 def clients():
-    p = subprocess.run(["make", "-s", "-C", CLIENTS_SRC], capture_output=True, text=True)
+    p = subprocess.run(["make", "-s", "-C", ROOT, "clients"], capture_output=True, text=True)
     assert p.returncode == 0, f"building tests/clients failed:\n{p.stdout}{p.stderr}"
 
 
