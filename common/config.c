@@ -721,6 +721,13 @@ static enum ns_err load_file(struct config *cfg, const char *path,
     }
     if (config_lookup_string(&lc, "metrics.bind", &str))
         copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), str);
+    if (config_lookup_string(&lc, "metrics.stats_dir", &str) &&
+        !copy_str(cfg->stats_dir, sizeof(cfg->stats_dir), str)) {
+        snprintf(errstr, errstr_size, "%s: metrics.stats_dir is longer than "
+                 "%zu bytes", path, sizeof(cfg->stats_dir) - 1);
+        err = NS_ERR_CONFIG;
+        goto cleanup;
+    }
 
 cleanup:
     config_destroy(&lc);
@@ -794,6 +801,12 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
     v = env_value("NEXUS_METRICS_BIND");
     if (v && !copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), v)) {
         snprintf(errstr, errstr_size, "NEXUS_METRICS_BIND is too long");
+        return NS_ERR_CONFIG;
+    }
+    v = env_value("NEXUS_STATS_DIR");
+    if (v && !copy_str(cfg->stats_dir, sizeof(cfg->stats_dir), v)) {
+        snprintf(errstr, errstr_size, "NEXUS_STATS_DIR is longer than %zu "
+                 "bytes", sizeof(cfg->stats_dir) - 1);
         return NS_ERR_CONFIG;
     }
     v = env_value("NEXUS_KAFKA_BOOTSTRAP");
@@ -962,8 +975,8 @@ void config_dump(const struct config *cfg, FILE *f)
             cfg->neo4j_ca_file, cfg->pg_conninfo,
             cfg->pg_password[0] ? "********" : "", cfg->pg_sslmode,
             cfg->pg_sslrootcert);
-    fprintf(f, "metrics = { port = %d; bind = \"%s\"; };\n", cfg->metrics_port,
-            cfg->metrics_bind);
+    fprintf(f, "metrics = { port = %d; bind = \"%s\"; stats_dir = \"%s\"; };\n",
+            cfg->metrics_port, cfg->metrics_bind, cfg->stats_dir);
     fputs("source = { epochs = [", f);
     for (size_t i = 0; i < cfg->source_epoch_count; i++)
         fprintf(f, "%s\"%lld\"", i ? ", " : "",

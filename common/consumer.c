@@ -375,7 +375,6 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
                          char *errstr, size_t errstr_size)
 {
     struct consumer *c = calloc(1, sizeof(*c));
-    const char *dir = getenv("NEXUS_STATS_DIR");
     char *conninfo = NULL;
     size_t most = (size_t)cfg->batch_max_events;
     enum ns_err err = NS_OK;
@@ -414,9 +413,9 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
         if (err)
             goto cleanup;
     }
-    if (dir && *dir)
-        snprintf(c->stats_path, sizeof(c->stats_path), "%s/%s-%d.json", dir,
-                 cfg->worker, (int)getpid());
+    if (cfg->stats_dir[0])
+        snprintf(c->stats_path, sizeof(c->stats_path), "%s/%s-%d.json",
+                 cfg->stats_dir, cfg->worker, (int)getpid());
     srand((unsigned)(time(NULL) ^ getpid()));
 
     err = kafka_start(c, errstr, errstr_size);

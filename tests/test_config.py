@@ -314,3 +314,15 @@ def test_byte_limits_and_poison_threshold(tmp_path):
     assert p.returncode == 2 and f"{cfg}:2: batch.max_bytes must be an integer of at least 1024" in p.stderr, p.stderr
     p = dump(env=clean_env(NEXUS_MAPPING=MAPPING, NEXUS_RETRY_POISON_AFTER="0"))
     assert p.returncode == 2 and "NEXUS_RETRY_POISON_AFTER" in p.stderr, p.stderr
+
+
+def test_stats_dir_is_a_setting_of_the_file_and_the_environment(tmp_path):
+    """metrics.stats_dir, overridden by NEXUS_STATS_DIR like every other
+    setting (before: only the variable, read outside struct config)."""
+    cfg = write(tmp_path / "w.cfg", f'mapping = "{MAPPING}";\nmetrics = {{ stats_dir = "/from/file"; }};\n')
+    p = dump("--config", cfg)
+    assert p.returncode == 0 and 'stats_dir = "/from/file"' in p.stdout, p.stdout + p.stderr
+    p = dump("--config", cfg, env=clean_env(NEXUS_STATS_DIR="/from/env"))
+    assert p.returncode == 0 and 'stats_dir = "/from/env"' in p.stdout, p.stdout + p.stderr
+    p = dump(env=clean_env(NEXUS_STATS_DIR="x" * 300))
+    assert p.returncode == 2 and "NEXUS_STATS_DIR is longer than" in p.stderr, p.stderr
