@@ -17,6 +17,8 @@ COMMON_SRC  := $(wildcard common/*.c)
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 WORKER_SRC  := $(wildcard workers/*.c)
 TOOL_SRC    := $(wildcard tools/*.c)
+# nexus-dlq's pieces (tools/dlq/), linked into it alone
+DLQ_SRC     := $(wildcard tools/dlq/*.c)
 BENCH_SRC   := $(wildcard bench/*.c)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%) \
@@ -49,6 +51,10 @@ $(BIN)/%: $(BUILD)/workers/%.o $(BUILD)/libnexus.a
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BIN)/%: $(BUILD)/tools/%.o $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BIN)/nexus-dlq: $(BUILD)/tools/nexus-dlq.o $(DLQ_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libnexus.a
 	@mkdir -p $(dir $@)
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
@@ -134,6 +140,7 @@ clean:
 	rm -rf $(BUILD) $(BIN)
 
 -include $(COMMON_OBJ:.o=.d) $(WORKER_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) \
+         $(DLQ_SRC:%.c=$(BUILD)/%.d) \
          $(BENCH_SRC:%.c=$(BUILD)/%.d) \
          $(UNIT_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/unit/cases.d \
          $(CLIENT_SRC:%.c=$(BUILD)/%.d) $(FUZZ_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/fuzz/replay.d

@@ -24,6 +24,7 @@
 #include "mapping.h"
 #include "neo4j.h"
 #include "verify.h"
+#include "verify_report.h"
 
 #define VERIFY_MAX_TABLES 64
 
