@@ -349,7 +349,7 @@ static const char *row_str(const cJSON *row, int i)
 static void warn_newer_version_skipped(const struct group *g, size_t count,
                                        const char *key, double v, double gv)
 {
-    log_msg(LOG_WARN, "skipped %zu change(s) of %s older at the source than "
+    log_msg(NS_LOG_WARN, "skipped %zu change(s) of %s older at the source than "
             "the graph although their pg_version is newer (e.g. key %s: "
             "version %.0f, graph %.0f); if the source's LSNs restarted, raise "
             "source.epoch", count, g->tbl->table, key, v, gv);
@@ -548,7 +548,7 @@ static enum ns_err apply_split(struct neo4j_client *nc,
      * change, the changes are at fault, and each is FAILED, so that a
      * permanent error never holds a partition for ever. */
     if (rejected_alike(results, n) && force && canary_accepted(nc)) {
-        log_msg(LOG_WARN, "all %zu changes rejected alike, but Neo4j runs "
+        log_msg(NS_LOG_WARN, "all %zu changes rejected alike, but Neo4j runs "
                 "other statements: taking the changes for the fault: %.400s",
                 n, results[0].reason);
         return NS_OK;
@@ -579,7 +579,7 @@ enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
     if (n == 0)
         return NS_OK;
     if (opts && opts->force_split) {
-        log_msg(LOG_WARN, "applying a batch of %zu changes one by one, as "
+        log_msg(NS_LOG_WARN, "applying a batch of %zu changes one by one, as "
                 "asked after repeated failures", n);
         return apply_split(nc, map, changes, n, results, stats, opts, errstr,
                            errstr_size);
@@ -593,8 +593,8 @@ enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
         snprintf(results[0].reason, sizeof(results[0].reason), "%s", errstr);
         return NS_OK;
     }
-    log_msg(LOG_WARN, "batch of %zu changes rejected by Neo4j, applying them "
-            "one by one: %s", n, errstr);
+    log_msg(NS_LOG_WARN, "batch of %zu changes rejected by Neo4j, applying "
+            "them one by one: %s", n, errstr);
     return apply_split(nc, map, changes, n, results, stats, opts, errstr,
                        errstr_size);
 }

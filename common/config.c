@@ -861,7 +861,7 @@ enum ns_err config_load(struct config *cfg, const char *path,
      * marker can still be read when the marker goes */
     cfg->tombstone_horizon_s = 7 * 24 * 3600;
     cfg->tombstone_prune_every_s = 600;
-    cfg->log_level = LOG_INFO;
+    cfg->log_level = NS_LOG_INFO;
     copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url), "http://127.0.0.1:7474");
     copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), "neo4j");
     copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), "neo4j");
@@ -956,9 +956,9 @@ void config_dump(const struct config *cfg, FILE *f)
             cfg->batch_max_events, cfg->batch_max_ms, cfg->batch_max_bytes,
             cfg->backlog_max_bytes, cfg->retry_initial_ms, cfg->retry_max_ms,
             cfg->poison_after,
-            cfg->log_level == LOG_ERROR  ? "error"
-            : cfg->log_level == LOG_WARN ? "warn"
-            : cfg->log_level == LOG_INFO ? "info"
+            cfg->log_level == NS_LOG_ERROR  ? "error"
+            : cfg->log_level == NS_LOG_WARN ? "warn"
+            : cfg->log_level == NS_LOG_INFO ? "info"
                                          : "debug",
             cfg->log_json ? "true" : "false");
     for (size_t i = 0; i < cfg->kafka_prop_count; i++)

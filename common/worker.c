@@ -69,7 +69,7 @@ static enum ns_err worker_check_neo4j(const struct config *cfg, char *errstr,
     err = neo4j_client_check(nc, cfg->neo4j_db, cfg->neo4j_user, errstr,
                              errstr_size);
     if (err && err != NS_ERR_CONFIG) {
-        log_msg(LOG_WARN, "could not check Neo4j at start-up, waiting for "
+        log_msg(NS_LOG_WARN, "could not check Neo4j at start-up, waiting for "
                 "it: %s", errstr);
         err = NS_OK;
     }
@@ -150,19 +150,19 @@ int worker_main(int argc, char **argv, const char *worker,
     /* A mistyped database or refused credentials stop the worker here;
      * the loop would retry them for ever. */
     if (worker_check_neo4j(&cfg, errstr, sizeof(errstr))) {
-        log_msg(LOG_ERROR, "could not start: %s", errstr);
+        log_msg(NS_LOG_ERROR, "could not start: %s", errstr);
         rc = 2;
         goto cleanup;
     }
     err = consumer_new(&cfg, map, &stop_requested, &c, errstr,
                        sizeof(errstr));
     if (err) {
-        log_msg(LOG_ERROR, "could not start: %s", errstr);
+        log_msg(NS_LOG_ERROR, "could not start: %s", errstr);
         rc = stop_requested ? 0 : err == NS_ERR_CONFIG ? 2 : 1;
         goto cleanup;
     }
     if (consumer_run(c, errstr, sizeof(errstr))) {
-        log_msg(LOG_ERROR, "%s", errstr);
+        log_msg(NS_LOG_ERROR, "%s", errstr);
         goto cleanup;
     }
     rc = 0;

@@ -93,7 +93,7 @@ int main(int argc, char **argv)
     err = topic_partitions(rk, map->dlq_topic, &partitions, errstr,
                            sizeof(errstr));
     if (err) {
-        log_msg(LOG_ERROR, "%s", errstr);
+        log_msg(NS_LOG_ERROR, "%s", errstr);
         goto cleanup;
     }
     for (size_t i = 0; i < opts.offset_count; i++)
@@ -110,7 +110,7 @@ int main(int argc, char **argv)
         err = topic_scan(rk, map->dlq_topic, partitions, -1, opts.timeout_ms,
                          list_collect, &gs, errstr, sizeof(errstr));
         if (err) {
-            log_msg(LOG_ERROR, "%s", errstr);
+            log_msg(NS_LOG_ERROR, "%s", errstr);
             goto cleanup;
         }
         qsort(gs.v, gs.n, sizeof(*gs.v), group_cmp);
@@ -122,7 +122,7 @@ int main(int argc, char **argv)
         else
             list_print_text(map->dlq_topic, &gs, total);
         if (err) {
-            log_msg(LOG_ERROR, "%s", errstr);
+            log_msg(NS_LOG_ERROR, "%s", errstr);
             goto cleanup;
         }
         rc = 0;
@@ -136,7 +136,7 @@ int main(int argc, char **argv)
         err = topic_scan(rk, map->dlq_topic, partitions, -1, opts.timeout_ms,
                          select_collect, &ctx, errstr, sizeof(errstr));
         if (err) {
-            log_msg(LOG_ERROR, "%s", errstr);
+            log_msg(NS_LOG_ERROR, "%s", errstr);
             goto cleanup;
         }
         if (!offsets_all_found(&opts, &chosen, map->dlq_topic))
@@ -163,7 +163,7 @@ int main(int argc, char **argv)
         else
             show_print_text(map->dlq_topic, &chosen, n);
         if (err) {
-            log_msg(LOG_ERROR, "%s", errstr);
+            log_msg(NS_LOG_ERROR, "%s", errstr);
             goto cleanup;
         }
         rc = 0;

@@ -173,7 +173,7 @@ int main(int argc, char **argv)
                 "TIMEOUT_MS MAPPING\n");
         return 2;
     }
-    log_setup(LOG_WARN, 0, "apply_client");
+    log_setup(NS_LOG_WARN, 0, "apply_client");
     err = mapping_load(argv[6], &map, errstr, sizeof(errstr));
     if (!err)
         err = neo4j_client_new(argv[1], argv[2], argv[3], argv[4],

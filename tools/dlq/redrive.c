@@ -162,7 +162,7 @@ static enum ns_err letter_restore(rd_kafka_t *rk, struct letter *lt,
         else if (!rkm->err)
             break;
         else
-            log_msg(LOG_WARN, "reading %s: %s", lt->source_topic,
+            log_msg(NS_LOG_WARN, "reading %s: %s", lt->source_topic,
                     rd_kafka_message_errstr(rkm));
         rd_kafka_message_destroy(rkm);
         rkm = NULL;
@@ -394,7 +394,7 @@ int redrive_run(const struct options *opts, const struct config *cfg,
     int rc = 1;
 
     if (!targets) {
-        log_msg(LOG_ERROR, "out of memory");
+        log_msg(NS_LOG_ERROR, "out of memory");
         return 1;
     }
     for (size_t i = 0; i < chosen->n; i++) {
@@ -426,7 +426,7 @@ int redrive_run(const struct options *opts, const struct config *cfg,
             err = topic_partitions(rk, t->topic, &t->partitions, errstr,
                                    sizeof(errstr));
             if (err) {
-                log_msg(LOG_ERROR, "%s", errstr);
+                log_msg(NS_LOG_ERROR, "%s", errstr);
                 goto cleanup;
             }
         }
@@ -457,7 +457,7 @@ int redrive_run(const struct options *opts, const struct config *cfg,
                     lt->truncated, errstr);
             refused++;
         } else if (err) {
-            log_msg(LOG_ERROR, "could not read the original of %d:%" PRId64
+            log_msg(NS_LOG_ERROR, "could not read the original of %d:%" PRId64
                     ": %s", (int)lt->partition, lt->offset, errstr);
             goto cleanup;
         } else {
@@ -486,7 +486,7 @@ int redrive_run(const struct options *opts, const struct config *cfg,
                              since, opts->timeout_ms,
                              marker_collect, &ctx, errstr, sizeof(errstr));
             if (err) {
-                log_msg(LOG_ERROR, "could not check for earlier re-drives: "
+                log_msg(NS_LOG_ERROR, "could not check for earlier re-drives: "
                         "%s", errstr);
                 goto cleanup;
             }
@@ -528,7 +528,7 @@ int redrive_run(const struct options *opts, const struct config *cfg,
                        lt->dr_offset);
         }
         if (err) {
-            log_msg(LOG_ERROR, "%s", errstr);
+            log_msg(NS_LOG_ERROR, "%s", errstr);
             goto cleanup;
         }
     }

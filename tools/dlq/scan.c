@@ -178,7 +178,7 @@ enum ns_err topic_scan(rd_kafka_t *rk, const char *topic, int partitions,
                 left--;
             }
         } else if (rkm->err) {
-            log_msg(LOG_WARN, "reading %s: %s", topic,
+            log_msg(NS_LOG_WARN, "reading %s: %s", topic,
                     rd_kafka_message_errstr(rkm));
         } else if (rkm->partition >= 0 && rkm->partition < partitions &&
                    high[rkm->partition] >= 0 &&
