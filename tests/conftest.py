@@ -24,7 +24,7 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nexus import ROOT  # noqa: E402 (the one definition)
 STACK_SCRIPT = os.path.join(ROOT, "deploy", "local", "stack")
 UP_TIMEOUT = 900
 

@@ -19,7 +19,9 @@ import re
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import nexus
+
+ROOT = pathlib.Path(nexus.ROOT)
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 C_DIRS = ("common", "workers", "tools", "bench")
 SCRIPT_PLACES = ("deploy", "tests", "bench", "Makefile", "docker-compose.yml")

@@ -8,7 +8,9 @@ import os
 import re
 import subprocess
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import nexus
+
+ROOT = pathlib.Path(nexus.ROOT)
 COMMON = ROOT / "common"
 INCLUDE = re.compile(r'^#include "([a-z0-9_]+)\.h"', re.M)
 

@@ -11,7 +11,9 @@ import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import nexus
+
+ROOT = pathlib.Path(nexus.ROOT)
 UNIT_NAMES = sorted(p.stem for p in (ROOT / "tests" / "unit").glob("test_*.c"))
 CORPORA = sorted(p.name for p in (ROOT / "tests" / "fuzz" / "corpus").iterdir()
                  if p.is_dir()) if (ROOT / "tests" / "fuzz" / "corpus").is_dir() else []
