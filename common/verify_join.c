@@ -124,7 +124,10 @@ static enum ns_err on_missing(struct run *run, const char *k1, const char *k2,
                                     : run->tbl->temporal ? PEND_TEMPORAL
                                                          : PEND_SEEN,
                                NULL);
-    if (!err)
+    if (err)
+        ns_err_set(errstr, errstr_size, "could not queue the repair of a "
+                   "missing row of %s: %s", run->tbl->table, ns_err_str(err));
+    else
         err = verify_repair_maybe_flush(run, errstr, errstr_size);
     return err;
 }
@@ -251,7 +254,10 @@ static enum ns_err on_pair(struct run *run, const char *k1, const char *k2,
                                node ? NULL
                                     : verify_neo4j_str(row, NEO_LINK_EID));
     props = NULL;
-    if (!err)
+    if (err)
+        ns_err_set(errstr, errstr_size, "could not queue the repair of a "
+                   "row of %s: %s", run->tbl->table, ns_err_str(err));
+    else
         err = verify_repair_maybe_flush(run, errstr, errstr_size);
 
 cleanup:
