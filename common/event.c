@@ -371,6 +371,7 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     char *text = NULL;
     const char *end = NULL;
     const cJSON *body, *source, *before, *after;
+    char why_not[128];
     enum ns_err err;
 
     if (errstr && errstr_size)
@@ -404,6 +405,7 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     memcpy(text, payload, len);
     text[len] = '\0';
     ev->lsn = ev->tx_id = ev->ts_ms = ev->last_commit_lsn = -1;
+    ev->envelope_ts_ms = -1;
     ev->sequence_lsn = -1;
 
     ev->root = cJSON_ParseWithOpts(text, &end, 1);
@@ -453,6 +455,10 @@ enum ns_err event_parse(const void *payload, size_t len, struct event **out,
     err = event_source(ev, source, errstr, errstr_size);
     if (err)
         goto cleanup;
+    /* only times the capture stage: an odd one is ignored, not refused */
+    if (event_member_int(body, "payload", "ts_ms", &ev->envelope_ts_ms,
+                         why_not, sizeof(why_not)) != NS_OK)
+        ev->envelope_ts_ms = -1;
     err = event_image(body, "before", &before, errstr, errstr_size);
     if (err)
         goto cleanup;

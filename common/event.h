@@ -36,6 +36,8 @@ struct event {
     int64_t lsn;                      /* source.lsn, -1 if absent */
     int64_t tx_id;                    /* source.txId, -1 if absent */
     int64_t ts_ms;                    /* source.ts_ms (commit time), -1 */
+    int64_t envelope_ts_ms;           /* ts_ms: when Debezium made the
+                                         event; -1 if absent or odd */
     int64_t last_commit_lsn;          /* source.sequence[0], -1 if absent */
     int64_t sequence_lsn;             /* source.sequence[1], -1 if absent */
     int snapshot;                     /* source.snapshot: true/"true"/

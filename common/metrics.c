@@ -20,6 +20,12 @@ static const double pg_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 static const double sync_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                                      30, 60, 120, 300, 600, 1800};
 
+/* a stage is often milliseconds: finer at the low end */
+static const double stage_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                      0.5, 1, 2.5, 5, 10, 30, 60, 300};
+static const char *const stage_names[METRICS__STAGES] = {
+    "capture", "kafka", "worker", "neo4j"};
+
 #define NBOUNDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const char *const target_names[] = {"neo4j", "postgres", "kafka"};
@@ -66,6 +72,8 @@ enum ns_err metrics_init(struct metrics *m, const int *lanes)
         m->lane_on[l] = lanes ? lanes[l] != 0 : 1;
         hist_init(&m->sync_seconds[l], sync_bounds, NBOUNDS(sync_bounds));
     }
+    for (int st = 0; st < METRICS__STAGES; st++)
+        hist_init(&m->stage_seconds[st], stage_bounds, NBOUNDS(stage_bounds));
     hist_init(&m->batch_size, batch_bounds, NBOUNDS(batch_bounds));
     hist_init(&m->neo4j_seconds, neo4j_bounds, NBOUNDS(neo4j_bounds));
     hist_init(&m->pg_seconds, pg_bounds, NBOUNDS(pg_bounds));
@@ -102,6 +110,28 @@ void metrics_sync_observe(struct metrics *m, int lane, int64_t source_ts_ms)
     ms = unix_ms() - source_ts_ms;
     /* clocks of different hosts may disagree by a little */
     metrics_hist_observe(&m->sync_seconds[lane], ms > 0 ? ms / 1000.0 : 0.0);
+}
+
+int64_t metrics_unix_ms(void)
+{
+    return unix_ms();
+}
+
+void metrics_stages_observe(struct metrics *m, int64_t source_ts_ms,
+                            int64_t envelope_ts_ms, int64_t kafka_ts_ms,
+                            int64_t apply_start_ms)
+{
+    int64_t at[METRICS__STAGES + 1] = {source_ts_ms, envelope_ts_ms,
+                                       kafka_ts_ms, apply_start_ms,
+                                       unix_ms()};
+
+    for (int st = 0; st < METRICS__STAGES; st++) {
+        int64_t ms = at[st + 1] - at[st];
+
+        if (at[st] > 0 && at[st + 1] > 0)
+            metrics_hist_observe(&m->stage_seconds[st],
+                                 ms > 0 ? ms / 1000.0 : 0.0);
+    }
 }
 
 void metrics_retry(struct metrics *m, enum metrics_target target,
@@ -389,6 +419,18 @@ static enum ns_err write_histograms(struct buf *out, const struct metrics *m,
                  mapping_lane_name((enum mapping_lane)l));
         err = hist_write(out, "nexus_sync_latency_seconds",
                          &m->sync_seconds[l], labels);
+    }
+    if (!err)
+        err = head(out, "nexus_sync_stage_seconds", "histogram",
+                   "The sync latency's stages: capture (PostgreSQL commit "
+                   "to Debezium's event), kafka (to the record's broker "
+                   "timestamp), worker (to the start of the batch's Neo4j "
+                   "transaction), neo4j (to its commit).");
+    for (int st = 0; st < METRICS__STAGES && !err; st++) {
+        snprintf(labels, sizeof(labels), "%s,stage=\"%s\"", wl,
+                 stage_names[st]);
+        err = hist_write(out, "nexus_sync_stage_seconds",
+                         &m->stage_seconds[st], labels);
     }
     return err;
 }

@@ -67,6 +67,21 @@ struct metrics_hist {
                                       atomic double would need libatomic */
 };
 
+/*
+ * The stages of a change's way from PostgreSQL to Neo4j, whose sum is the
+ * sync latency: capture (commit to Debezium's event, the envelope's
+ * ts_ms), kafka (to the record's timestamp in the broker), worker (to the
+ * start of its batch's Neo4j transaction: fetch, batching, the batch
+ * before), neo4j (to its commit, retries included).
+ */
+enum metrics_stage {
+    METRICS_STAGE_CAPTURE,
+    METRICS_STAGE_KAFKA,
+    METRICS_STAGE_WORKER,
+    METRICS_STAGE_NEO4J,
+    METRICS__STAGES
+};
+
 /* Consumer lag of one assigned partition. */
 struct metrics_partition {
     char topic[192];
@@ -95,6 +110,7 @@ struct metrics {
     struct metrics_hist neo4j_seconds;  /* one batch's commit to Neo4j */
     struct metrics_hist pg_seconds;     /* one sync_status write-back */
     struct metrics_hist sync_seconds[LANE__COUNT]; /* PG commit to Neo4j */
+    struct metrics_hist stage_seconds[METRICS__STAGES]; /* its stages */
 
     /* health, as last seen by the loop */
     _Atomic int64_t heartbeat_ms;  /* monotonic time of the last loop turn */
@@ -132,6 +148,20 @@ void metrics_hist_observe(struct metrics_hist *h, double value);
  * Neo4j commit. Ignored when source_ts_ms is not positive.
  */
 void metrics_sync_observe(struct metrics *m, int lane, int64_t source_ts_ms);
+
+/*
+ * The stages of one applied change (enum metrics_stage), from wall-clock
+ * instants in ms: PostgreSQL's commit, Debezium's event, the Kafka record,
+ * the start of its batch's Neo4j transaction; the end is now. A stage
+ * with an unknown end (not positive) is not observed; one the hosts'
+ * clocks make negative counts as 0.
+ */
+void metrics_stages_observe(struct metrics *m, int64_t source_ts_ms,
+                            int64_t envelope_ts_ms, int64_t kafka_ts_ms,
+                            int64_t apply_start_ms);
+
+/* The wall clock in ms since the epoch (the instants above). */
+int64_t metrics_unix_ms(void);
 
 /*
  * A batch is retried because target failed: counts one retry and, per

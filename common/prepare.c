@@ -57,6 +57,8 @@ static int prepare_one(const struct config *cfg, const struct mapping *map,
     }
     ev = *evp;
     it->source_ts_ms = ev->ts_ms;
+    it->envelope_ts_ms = ev->envelope_ts_ms;
+    it->kafka_ts_ms = rd_kafka_message_timestamp(m, NULL);
     /* a table of the same name in another schema is not ours */
     if (ev->schema[0] && map->pg_schema &&
         strcmp(ev->schema, map->pg_schema) != 0) {

@@ -34,6 +34,8 @@ struct batch_item {
     char keys[2][64];
     int has_keys;
     int64_t source_ts_ms;           /* source.ts_ms, for the sync latency */
+    int64_t envelope_ts_ms;         /* Debezium's ts_ms, for its stages */
+    int64_t kafka_ts_ms;            /* the record's timestamp, -1 if none */
     int has_change;                 /* a change was built from it: its row
                                        identity is in change_key */
     char change_key[CHANGE_KEY_MAX];

@@ -19,6 +19,7 @@ struct batch_run {
     struct apply_result *results;     /* one per change */
     size_t nch;
     uint64_t lanes[LANE__COUNT];      /* messages per lane */
+    int64_t apply_start_ms;           /* wall clock: its first Neo4j try */
 };
 
 /* The batch's rows for PostgreSQL: SUCCESS for the applied upserts,
@@ -123,6 +124,9 @@ static void record_results(struct batch_run *run)
         } else if (res->status == APPLY_APPLIED) {
             metrics->lanes[it->lane].applied++;
             metrics_sync_observe(metrics, it->lane, it->source_ts_ms);
+            metrics_stages_observe(metrics, it->source_ts_ms,
+                                   it->envelope_ts_ms, it->kafka_ts_ms,
+                                   run->apply_start_ms);
         } else {
             metrics->lanes[it->lane].skipped++;
         }
@@ -140,6 +144,7 @@ static enum ns_err apply_run(struct batch_run *run, char *errstr,
     enum ns_err err, wb_err;
     char why[1024];
 
+    run->apply_start_ms = metrics_unix_ms();
     err = try_apply(run, &first, errstr, errstr_size);
     wb_err = writeback_finish(env->wb, env->policy, env->poller, why,
                               sizeof(why));
@@ -198,7 +203,7 @@ enum ns_err process_batch(const struct process_env *env,
                           const struct batch *b, char *errstr,
                           size_t errstr_size)
 {
-    struct batch_run run = {env, b, NULL, NULL, NULL, 0, {0}};
+    struct batch_run run = {env, b, NULL, NULL, NULL, 0, {0}, 0};
     size_t n = b->count, raw = 0;
     int64_t t0 = metrics_now_ms();
     enum ns_err err = NS_OK;

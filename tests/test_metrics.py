@@ -159,6 +159,15 @@ def test_scrape_counts_a_known_number_of_inserts(nx, project, mw):
     # the latency of a change synced on an idle local stack is seconds, not minutes
     lat = delta("nexus_sync_latency_seconds_sum", lane="normal") / n
     assert 0 <= lat < 60, lat
+    # its stages: one observation per applied change each (real Debezium
+    # events carry the envelope's ts_ms, Kafka records a timestamp), and
+    # together the end-to-end latency (each ms-rounded, clamped at 0)
+    stages = ("capture", "kafka", "worker", "neo4j")
+    for st in stages:
+        assert delta("nexus_sync_stage_seconds_count", stage=st) == n, st
+    parts_sum = sum(delta("nexus_sync_stage_seconds_sum", stage=st) for st in stages)
+    assert abs(parts_sum - delta("nexus_sync_latency_seconds_sum", lane="normal")) <= 0.05 * n, \
+        (parts_sum, {st: delta("nexus_sync_stage_seconds_sum", stage=st) for st in stages})
 
     # lag: 0 per lane and per partition, one series per assigned partition
     assert total(after, "nexus_lane_lag_messages", lane="normal") == 0
@@ -169,8 +178,9 @@ def test_scrape_counts_a_known_number_of_inserts(nx, project, mw):
 
     # histograms: cumulative buckets ending in +Inf == _count
     for name in ("nexus_batch_size_events", "nexus_neo4j_commit_seconds", "nexus_pg_writeback_seconds",
-                 "nexus_sync_latency_seconds"):
-        for lane in ({"lane": "normal"} if name == "nexus_sync_latency_seconds" else {}, ):
+                 "nexus_sync_latency_seconds", "nexus_sync_stage_seconds"):
+        for lane in ({"lane": "normal"} if name == "nexus_sync_latency_seconds" else
+                     {"stage": "neo4j"} if name == "nexus_sync_stage_seconds" else {}, ):
             buckets = series(after, name + "_bucket", **lane)
             counts = [v for _, v in buckets]
             assert counts == sorted(counts), name

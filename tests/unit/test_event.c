@@ -192,6 +192,8 @@ static int check_event(const struct event *ev, const cJSON *exp, char *why,
         check_int(exp, "lsn", ev->lsn, why, why_size) ||
         check_int(exp, "tx_id", ev->tx_id, why, why_size) ||
         check_int(exp, "ts_ms", ev->ts_ms, why, why_size) ||
+        check_int(exp, "envelope_ts_ms", ev->envelope_ts_ms, why,
+                  why_size) ||
         check_int(exp, "last_commit_lsn", ev->last_commit_lsn, why,
                   why_size) ||
         check_int(exp, "sequence_lsn", ev->sequence_lsn, why, why_size) ||
@@ -233,7 +235,8 @@ static int check_event(const struct event *ev, const cJSON *exp, char *why,
 
 static const char *const expect_keys[] = {
     "error", "reason", "tombstone", "op", "table", "schema", "lsn",
-    "tx_id", "ts_ms", "last_commit_lsn", "sequence_lsn", "snapshot",
+    "tx_id", "ts_ms", "envelope_ts_ms", "last_commit_lsn", "sequence_lsn",
+    "snapshot",
     "before", "after",
     "row", "value_schema", "scales"};
 
