@@ -28,6 +28,7 @@
 
 #include "err.h"
 #include "neo4j_body.h" /* struct neo4j_stmt */
+#include "neo4j_http.h" /* enum neo4j_failure */
 
 struct cJSON;
 struct neo4j_client;
@@ -143,23 +144,8 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
                       size_t n, struct cJSON **results, size_t *failed_stmt,
                       char *errstr, size_t errstr_size);
 
-/* How the last neo4j_run() of a client ended. */
-enum neo4j_failure {
-    NEO4J_FAILURE_NONE = 0,   /* it succeeded, or none ran yet */
-    NEO4J_FAILURE_LOCAL,      /* nothing was sent: the request could not be
-                                 built (no memory, too large, not JSON) */
-    NEO4J_FAILURE_UNREACHED,  /* no answer about the request: connection
-                                 refused or reset, timeout, TLS; or HTTP
-                                 401, 403, 404, 407, 408, 429 or 5xx
-                                 without a Neo4j code (a server or a
-                                 gateway says it is unavailable, busy or
-                                 wrongly reached, not that the request is
-                                 wrong) */
-    NEO4J_FAILURE_ANSWERED    /* the server, or a proxy in front, answered
-                                 the request with an error: a Neo4j code,
-                                 another non-2xx status, a response past
-                                 the cap or not the expected JSON */
-};
+/* enum neo4j_failure, how the last neo4j_run() of a client ended: see
+ * neo4j_http.h. */
 
 /*
  * What the last neo4j_run() of nc ended with, for a caller that must tell

@@ -1,11 +1,12 @@
 /*
  * neo4j_query.h - Neo4j's Query API (/db/{db}/query/v2, 5.25 and later,
- * Aura) and the server's discovery document, as text: the body of one
- * statement, its answer read into the shape of the HTTP transactional
- * endpoint's results, and which endpoints GET {url}/ lists.
+ * Aura): a batch as one explicit transaction, and the server's discovery
+ * document.
  *
- * Pure: no connection, no I/O; neo4j sends and receives what is built and
- * read here (neo4j.c, which drives the explicit transaction).
+ * neo4j_query_run() sends through neo4j_http; the rest is pure (no I/O):
+ * the body of one statement, its answer read into the shape of the HTTP
+ * transactional endpoint's results, which endpoints GET {url}/ lists.
+ * neo4j.c chooses the transport and classifies the codes.
  */
 #ifndef NS_NEO4J_QUERY_H
 #define NS_NEO4J_QUERY_H
@@ -15,6 +16,7 @@
 #include "buf.h"
 #include "err.h"
 #include "neo4j_body.h" /* struct neo4j_stmt */
+#include "neo4j_http.h"
 
 struct cJSON;
 
@@ -70,5 +72,30 @@ struct neo4j_query_discovery {
 enum ns_err neo4j_query_discovery_read(const char *text, size_t len,
                                        struct neo4j_query_discovery *d,
                                        char *errstr, size_t errstr_size);
+
+/*
+ * Run n >= 1 statements in one transaction through the Query API at base
+ * ({url}/db/{db}/query/v2) over h. One statement is one request to base;
+ * n > 1 open a transaction with the first (base/tx), run each next one in
+ * its own request (base/tx/{id}), the last with the commit
+ * (base/tx/{id}/commit), sending back the neo4j-cluster-affinity the
+ * server answered; any failure rolls the transaction back (DELETE
+ * base/tx/{id}, bounded by NEO4J_HTTP_CONNECT_TIMEOUT_MS).
+ *
+ * Returns and errstr as neo4j_run() (neo4j.h), except that a Neo4j code is
+ * left to the caller to classify: NS_ERR_NEO4J_TRANSIENT with the code in
+ * code (else code is "") and *failed_stmt the statement whose request got
+ * it (else n). A follow-up answered 404 or TransactionNotFound (the server
+ * lost the transaction) is transient and unreached, with code "". The
+ * caps of neo4j_http apply to the sum of the bodies and of the answers.
+ * *failure says how it ended; on success *results (results may be NULL)
+ * is the caller's.
+ */
+enum ns_err neo4j_query_run(struct neo4j_http *h, const char *base,
+                            const struct neo4j_stmt *stmts, size_t n,
+                            struct cJSON **results, size_t *failed_stmt,
+                            enum neo4j_failure *failure, char *code,
+                            size_t code_size, char *errstr,
+                            size_t errstr_size);
 
 #endif
