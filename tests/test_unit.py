@@ -21,7 +21,8 @@ CORPORA = sorted(p.name for p in (ROOT / "tests" / "fuzz" / "corpus").iterdir()
 REPLAY_COMMON = ["common/event.c", "common/event_member.c",
                  "common/convert.c", "common/convert_numeric.c", "common/buf.c",
                  "common/err.c", "common/log.c", "common/mapping.c",
-                 "common/change.c", "common/cypher.c"]
+                 "common/change.c", "common/cypher.c", "common/neo4j_body.c",
+                 "common/neo4j_http.c", "common/neo4j_query.c"]
 SAN_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined",
              "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
 SAN_ENV = {
@@ -91,7 +92,7 @@ def test_fuzz_corpus_replay_asan(corpus, tmp_path):
     build = _run(["gcc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra",
                   "-Werror", "-Icommon", *SAN_FLAGS, "tests/fuzz/replay.c",
                   str(entry.relative_to(ROOT)), *REPLAY_COMMON,
-                  "-lcjson", "-lconfig", "-lm", "-o", str(binary)])
+                  "-lcjson", "-lconfig", "-lcurl", "-lm", "-o", str(binary)])
     assert build.returncode == 0, f"replay build failed:\n{_tail(build.stdout)}"
     # libconfig's own leaks on a broken mapping text (tests/fuzz/lsan.supp)
     env = dict(SAN_ENV, LSAN_OPTIONS=f"suppressions={ROOT / 'tests' / 'fuzz' / 'lsan.supp'}")
