@@ -16,10 +16,11 @@
  * before the first statement and keeps tx where it is offered (faster on
  * 5.26), else the Query API. libcurl keeps the connection alive.
  *
- * This module owns the connection, the requests and their answers, and
- * the classes of Neo4j's errors. The statements (struct neo4j_stmt) and
- * the tx body are neo4j_body's (neo4j_body.h, included here), the Query
- * API's bodies and answers neo4j_query's.
+ * This module owns the choice of transport, the tx/commit request and its
+ * answer, and the classes of Neo4j's errors. The connection and one
+ * request are neo4j_http's (neo4j_http.h, included here for enum
+ * neo4j_failure), the statements (struct neo4j_stmt) and the tx body
+ * neo4j_body's (included here), the Query API transaction neo4j_query's.
  */
 #ifndef NS_NEO4J_H
 #define NS_NEO4J_H
@@ -84,8 +85,10 @@ enum neo4j_api neo4j_client_api(const struct neo4j_client *nc);
 
 /*
  * Tell a configuration error from an outage before the worker starts: one
- * cheap request (RETURN 1) against the client's database. db and user (may
- * be NULL) only name them in the message.
+ * cheap request (RETURN 1) against the client's database, through the
+ * client's transport (with NEO4J_API_AUTO the discovery document is read
+ * first and the choice logged). db and user (may be NULL) only name them
+ * in the message.
  *  - NS_OK: Neo4j answered;
  *  - NS_ERR_CONFIG: the database does not exist (DatabaseNotFound) or the
  *    credentials were refused (Security.Unauthorized, CredentialsExpired);
