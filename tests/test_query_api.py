@@ -2,7 +2,8 @@
 the stack's real Neo4j 5.26: a tag worker on `query` keeps the graph and
 sync_status as on tx/commit; a batch of several statements is one explicit
 transaction (query/v2/tx ... /commit) that a failing statement rolls back
-and that is classified as on tx/commit; a transient code is retried, never
+and that is classified as on tx/commit; the cluster affinity the server
+answers goes back on the transaction's requests; a transient code is retried, never
 dead-lettered; `auto` reads the discovery document and picks tx/commit on
 5.26, the Query API where the document lists no transactional endpoint,
 and decides nothing while the document cannot be read.
@@ -144,6 +145,38 @@ def test_a_statement_failing_mid_transaction_rolls_it_back_with_its_index(nx, tm
     finally:
         proxy.close()
         nx.cypher(f"MATCH (n:{TEST_LABEL} {{tag: $tag}}) DETACH DELETE n", {"tag": tag})
+
+
+def test_the_cluster_affinity_goes_back_on_the_transactions_requests(nx, monkeypatch):
+    """Aura answers a neo4j-cluster-affinity header that must come back on
+    every later request of the transaction, the commit and the rollback
+    included (the proxy adds it to Neo4j's answers and records what the
+    client sends): the opening request carries none, each follow-up the
+    one answered; a transaction that fails rolls back with it too."""
+    p = subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "tests", "clients")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    proxy.answer_headers = [("neo4j-cluster-affinity", "member-7:abc=")]
+    monkeypatch.setenv("NEXUS_NEO4J_API", "query")
+    ok = [{"statement": "RETURN $i AS i", "parameters": {"i": i}} for i in range(3)]
+    bad = ok[:1] + [{"statement": "RETURN 1 / $z AS x", "parameters": {"z": 0}}] + ok[2:]
+    try:
+        out = subprocess.run([CLIENT, proxy.url, nx.env.get("NEXUS_NEO4J_DB", "neo4j"), nx.env["NEXUS_NEO4J_USER"],
+                              nx.env["NEXUS_NEO4J_PASSWORD"], "10000"],
+                             input="".join(json.dumps({"statements": s}) + "\n" for s in (ok, bad)),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        answers = [json.loads(line) for line in out.stdout.splitlines()]
+        assert answers[0]["err"] == "ok" and answers[1]["err"] == "neo4j_permanent", answers
+        sent = [(m, p, {k.lower(): v for k, v in h.items()}.get("neo4j-cluster-affinity"))
+                for m, p, h in proxy.request_headers]
+        assert [(m, a) for m, _, a in sent] == [
+            ("POST", None), ("POST", "member-7:abc="), ("POST", "member-7:abc="),   # open, run, commit
+            ("POST", None), ("POST", "member-7:abc="), ("DELETE", "member-7:abc="),  # open, fail, roll back
+        ], sent
+        assert sent[2][1].endswith("/commit") and sent[5][1] == sent[4][1], sent
+    finally:
+        proxy.close()
 
 
 def test_a_batch_failing_mid_transaction_is_rolled_back_split_and_dead_lettered(nx, project, tmp_path):
