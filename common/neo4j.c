@@ -392,7 +392,15 @@ enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
     }
     if (nc->api == NEO4J_API_AUTO)
         err = neo4j_discover(nc, errstr, errstr_size);
-    if (!err && nc->api == NEO4J_API_QUERY && n > 0) {
+    if (!err && nc->api == NEO4J_API_QUERY && n == 0) {
+        /* nothing to send: the Query API has no empty transaction */
+        if (results)
+            *results = cJSON_CreateArray();
+        if (results && !*results) {
+            err = NS_ERR_NOMEM;
+            ns_err_set(errstr, errstr_size, "out of memory");
+        }
+    } else if (!err && nc->api == NEO4J_API_QUERY) {
         err = neo4j_query_run(nc->http, nc->query, stmts, n, results,
                               failed_stmt, &nc->failure, code, sizeof(code),
                               errstr, errstr_size);

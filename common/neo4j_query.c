@@ -13,7 +13,8 @@
 #include "log.h"
 
 /* Contract in neo4j_query.h. */
-enum ns_err neo4j_query_body_write(struct buf *b, const struct neo4j_stmt *stmt)
+enum ns_err neo4j_query_body_write(struct buf *b,
+                                   const struct neo4j_stmt *stmt)
 {
     cJSON *body = cJSON_CreateObject();
     cJSON *item;
@@ -248,7 +249,8 @@ static enum ns_err neo4j_query_url(struct buf *url, const char *base,
  * server says it lost clears tx_id: nothing to roll back.
  */
 static enum ns_err neo4j_query_judge(struct neo4j_http *h, size_t i, size_t n,
-                                     long status, struct neo4j_query_answer *ans,
+                                     long status,
+                                     struct neo4j_query_answer *ans,
                                      char *tx_id, size_t *failed_stmt,
                                      enum neo4j_failure *failure, char *code,
                                      size_t code_size, char *errstr,
@@ -261,6 +263,12 @@ static enum ns_err neo4j_query_judge(struct neo4j_http *h, size_t i, size_t n,
     if (err == NS_ERR_NEO4J_TRANSIENT && i > 0 &&
         (status == 404 || strcmp(ans->code, "Neo.ClientError.Transaction."
                                  "TransactionNotFound") == 0)) {
+        char why[512];
+
+        snprintf(why, sizeof(why), "%s", errstr);
+        ns_err_set(errstr, errstr_size, "Neo4j lost transaction %s (HTTP "
+                   "%ld: a restart, an expiry or another cluster member): "
+                   "%s", tx_id, status, why);
         *failure = NEO4J_FAILURE_UNREACHED;
         tx_id[0] = '\0';
         return err;

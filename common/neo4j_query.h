@@ -26,7 +26,8 @@ struct cJSON;
  * NS_ERR_LIMIT past b's cap or too deep, NS_ERR_NOMEM, NS_ERR_PARSE for an
  * item that is not JSON; b then holds part of the text.
  */
-enum ns_err neo4j_query_body_write(struct buf *b, const struct neo4j_stmt *stmt);
+enum ns_err neo4j_query_body_write(struct buf *b,
+                                   const struct neo4j_stmt *stmt);
 
 /* One answer of the Query API, read by neo4j_query_answer_read(). */
 struct neo4j_query_answer {

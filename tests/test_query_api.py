@@ -179,6 +179,33 @@ def test_the_cluster_affinity_goes_back_on_the_transactions_requests(nx, monkeyp
         proxy.close()
 
 
+def test_a_transaction_the_server_lost_is_transient_not_the_statements_fault(nx, monkeypatch):
+    """A follow-up answered 404 Neo.ClientError.Request.Invalid "Transaction
+    ... not found" (what 5.26 answers after a restart, an expiry, or when a
+    cluster member other than the transaction's gets the request; the proxy
+    answers it here): Request.Invalid is otherwise PERMANENT, but here the
+    statements are not at fault, so the run is TRANSIENT and unreached, and
+    the next run commits."""
+    p = subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "tests", "clients")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    proxy.add_rule("POST", r"/query/v2/tx/[^/]+$", 1, status=404, code="Neo.ClientError.Request.Invalid")
+    monkeypatch.setenv("NEXUS_NEO4J_API", "query")
+    stmts = [{"statement": "RETURN $i AS i", "parameters": {"i": i}} for i in range(3)]
+    try:
+        out = subprocess.run([CLIENT, proxy.url, nx.env.get("NEXUS_NEO4J_DB", "neo4j"), nx.env["NEXUS_NEO4J_USER"],
+                              nx.env["NEXUS_NEO4J_PASSWORD"], "10000"],
+                             input="".join(json.dumps({"statements": stmts}) + "\n" for _ in range(2)),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        lost, again = [json.loads(line) for line in out.stdout.splitlines()]
+        assert lost["err"] == "neo4j_transient" and lost["failed_stmt"] == 3, lost
+        assert "lost transaction" in lost["errstr"] and "Neo.ClientError.Request.Invalid" in lost["errstr"], lost
+        assert again["err"] == "ok", again
+    finally:
+        proxy.close()
+
+
 def test_a_batch_failing_mid_transaction_is_rolled_back_split_and_dead_lettered(nx, project, tmp_path):
     """A worker on the Query API, one batch of three statements built from
     real events (a link, two tags of which one holds an impossible time, a
