@@ -1,5 +1,6 @@
 # nexus-sync build. `make` builds every worker and tool into bin/;
-# `make test` runs the whole suite (unit and real-stack tests);
+# `make check` runs the checks that need no server (the developer loop);
+# `make test` runs the whole suite (make check, then the real-stack tests);
 # `make demo` runs the main job (see README.md).
 
 CC      ?= cc
@@ -16,18 +17,26 @@ COMMON_SRC  := $(wildcard common/*.c)
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 WORKER_SRC  := $(wildcard workers/*.c)
 TOOL_SRC    := $(wildcard tools/*.c)
+# nexus-dlq's pieces (tools/dlq/), linked into it alone
+DLQ_SRC     := $(wildcard tools/dlq/*.c)
 BENCH_SRC   := $(wildcard bench/*.c)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 PROGRAMS    := $(WORKER_SRC:workers/%.c=$(BIN)/%) $(TOOL_SRC:tools/%.c=$(BIN)/%) \
                $(BENCH_SRC:bench/%.c=$(BIN)/%)
 UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# drivers of single modules that tests run against the real stack
+CLIENT_SRC  := $(wildcard tests/clients/*.c)
+CLIENT_BINS := $(CLIENT_SRC:tests/clients/%.c=$(BUILD)/tests/clients/%)
+# the fuzz entry points with the corpus replayer (tests/fuzz/README.md)
+FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS   := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=$(BUILD)/tests/fuzz/replay_%)
 
-.PHONY: all unit test asan chaos soak demo bench clean
+.PHONY: all unit clients fuzz test check asan asan-unit chaos soak demo bench clean
 
 # keep object files between runs (they are intermediates of pattern rules)
 .SECONDARY:
 
-all: $(PROGRAMS) $(UNIT_BINS)
+all: $(PROGRAMS) $(UNIT_BINS) $(CLIENT_BINS) $(FUZZ_BINS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -45,6 +54,10 @@ $(BIN)/%: $(BUILD)/tools/%.o $(BUILD)/libnexus.a
 	@mkdir -p $(dir $@)
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BIN)/nexus-dlq: $(BUILD)/tools/nexus-dlq.o $(DLQ_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 $(BIN)/%: $(BUILD)/bench/%.o $(BUILD)/libnexus.a
 	@mkdir -p $(dir $@)
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -53,16 +66,47 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/cases.o $(BUILD)/l
 	@mkdir -p $(dir $@)
 	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BUILD)/tests/clients/%: $(BUILD)/tests/clients/%.o $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/fuzz/replay_%: $(BUILD)/tests/fuzz/replay.o $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/libnexus.a
+	@mkdir -p $(dir $@)
+	$(CC) $(NS_CFLAGS) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 unit: $(UNIT_BINS)
 
-# The unit tests again, built with AddressSanitizer and UBSan.
-asan:
-	$(MAKE) BUILD=build/asan BIN=build/asan/bin \
-	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	    LDFLAGS="-fsanitize=address,undefined" all
+clients: $(CLIENT_BINS)
 
-# The whole suite: installs what is missing, starts the local stack when a
-# test needs it, and ends with pytest's summary line.
+fuzz: $(FUZZ_BINS)
+
+# Everything again, built with AddressSanitizer and UBSan (build/asan/bin:
+# the workers for tests/test_memory.py); asan-unit only the unit tests.
+ASAN_MAKE = $(MAKE) BUILD=build/asan BIN=build/asan/bin \
+	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	    LDFLAGS="-fsanitize=address,undefined"
+asan:
+	$(ASAN_MAKE) all
+
+asan-unit:
+	$(ASAN_MAKE) unit fuzz
+
+# The developer loop: no server, no apt. Builds, then runs every test that
+# needs no server (conftest.py marks them `check`): the unit tests plain and
+# under ASan/UBSan, the fuzz corpus replay, and the stack-free Python checks
+# (mapping, configuration, compose, Kubernetes, alert rules, layering, docs).
+# A check whose outside tool is missing is skipped with the reason;
+# CHECK_SKIP_MISSING=0 (tests/run, which installs the tools) fails instead.
+CHECK_SKIP_MISSING ?= 1
+NPROC ?= $(shell nproc 2>/dev/null || echo 1)
+check:
+	$(MAKE) -j$(NPROC) all
+	NEXUS_CHECK_SKIP_MISSING=$(CHECK_SKIP_MISSING) \
+	    python3 -m pytest -p no:cacheprovider -q -rfEs -m check tests
+
+# The whole suite: installs what is missing, runs `make check`, then the
+# other tests, starting the local stack when one needs it; ends with
+# pytest's summary line.
 test:
 	bash tests/run
 
@@ -96,5 +140,7 @@ clean:
 	rm -rf $(BUILD) $(BIN)
 
 -include $(COMMON_OBJ:.o=.d) $(WORKER_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) \
+         $(DLQ_SRC:%.c=$(BUILD)/%.d) \
          $(BENCH_SRC:%.c=$(BUILD)/%.d) \
-         $(UNIT_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/unit/cases.d
+         $(UNIT_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/unit/cases.d \
+         $(CLIENT_SRC:%.c=$(BUILD)/%.d) $(FUZZ_SRC:%.c=$(BUILD)/%.d) $(BUILD)/tests/fuzz/replay.d

@@ -674,7 +674,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    log_setup(LOG_WARN, 0, "nexus-bench");
+    log_setup(NS_LOG_WARN, 0, "nexus-bench");
     if (strcmp(argv[1], "commit") == 0 || strcmp(argv[1], "committed") == 0) {
         if (argc < 4) {
             usage(stderr);

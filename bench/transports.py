@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Rows/s of the same batches through Neo4j's two HTTP transports, as the
 workers send them: common/neo4j.c's neo4j_run() driven by
-tests/clients/neo4j_client (built with `make -C tests/clients`), with
+tests/clients/neo4j_client (built by `make clients`), with
 NEXUS_NEO4J_API=tx (one request to tx/commit) or query (the Query API: one
 request for one statement, an explicit transaction of n requests for n).
 

@@ -349,7 +349,7 @@ static const char *row_str(const cJSON *row, int i)
 static void warn_newer_version_skipped(const struct group *g, size_t count,
                                        const char *key, double v, double gv)
 {
-    log_msg(LOG_WARN, "skipped %zu change(s) of %s older at the source than "
+    log_msg(NS_LOG_WARN, "skipped %zu change(s) of %s older at the source than "
             "the graph although their pg_version is newer (e.g. key %s: "
             "version %.0f, graph %.0f); if the source's LSNs restarted, raise "
             "source.epoch", count, g->tbl->table, key, v, gv);
@@ -495,6 +495,16 @@ static int rejected_alike(const struct apply_result *results, size_t n)
     return n > 1;
 }
 
+/* Whether Neo4j, through the same client, commits a statement that is no
+ * change's: RETURN 1. */
+static int canary_accepted(struct neo4j_client *nc)
+{
+    static const struct neo4j_stmt canary = {"RETURN 1", NULL};
+    char why[512];
+
+    return neo4j_run(nc, &canary, 1, NULL, NULL, why, sizeof(why)) == NS_OK;
+}
+
 /* Apply each change alone so one bad row cannot hold back the others.
  * Rare, so simplicity wins over fewer round trips. */
 static enum ns_err apply_split(struct neo4j_client *nc,
@@ -512,8 +522,14 @@ static enum ns_err apply_split(struct neo4j_client *nc,
         enum ns_err err;
         char why[512];
 
-        if (opts && opts->tick)
-            opts->tick(opts->tick_opaque);
+        if (opts && opts->tick && opts->tick(opts->tick_opaque)) {
+            snprintf(errstr, errstr_size, "stopped applying %zu changes one "
+                     "by one after %zu: asked to stop, or the partitions "
+                     "were taken away", n, i);
+            for (size_t k = 0; k < n; k++)
+                memset(&results[k], 0, sizeof(results[k]));
+            return NS_ERR_NEO4J_TRANSIENT;
+        }
         err = run_once(nc, map, changes, &i, 1, results, stats, &failure, why,
                        sizeof(why));
         if (!err)
@@ -525,10 +541,18 @@ static enum ns_err apply_split(struct neo4j_client *nc,
         results[i].status = APPLY_FAILED;
         snprintf(results[i].reason, sizeof(results[i].reason), "%.250s", why);
     }
-    /* No set of events is that uniformly bad: the cause is the server, a
-     * proxy or the statements' shape (a schema or version change).
-     * Dead-lettering would drop the whole batch; nothing was committed,
-     * so retry it. */
+    /* Rejected alike: likely the server, a proxy or the statements' shape
+     * (a schema or version change), so nothing is dead-lettered and the
+     * batch is retried. A forced split comes after that was retried many
+     * times: then a canary decides. If Neo4j runs a statement of no
+     * change, the changes are at fault, and each is FAILED, so that a
+     * permanent error never holds a partition for ever. */
+    if (rejected_alike(results, n) && force && canary_accepted(nc)) {
+        log_msg(NS_LOG_WARN, "all %zu changes rejected alike, but Neo4j runs "
+                "other statements: taking the changes for the fault: %.400s",
+                n, results[0].reason);
+        return NS_OK;
+    }
     if (rejected_alike(results, n)) {
         snprintf(errstr, errstr_size, "all %zu changes rejected alike, "
                  "retrying the batch: %.400s", n, results[0].reason);
@@ -555,7 +579,7 @@ enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
     if (n == 0)
         return NS_OK;
     if (opts && opts->force_split) {
-        log_msg(LOG_WARN, "applying a batch of %zu changes one by one, as "
+        log_msg(NS_LOG_WARN, "applying a batch of %zu changes one by one, as "
                 "asked after repeated failures", n);
         return apply_split(nc, map, changes, n, results, stats, opts, errstr,
                            errstr_size);
@@ -569,8 +593,8 @@ enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
         snprintf(results[0].reason, sizeof(results[0].reason), "%s", errstr);
         return NS_OK;
     }
-    log_msg(LOG_WARN, "batch of %zu changes rejected by Neo4j, applying them "
-            "one by one: %s", n, errstr);
+    log_msg(NS_LOG_WARN, "batch of %zu changes rejected by Neo4j, applying "
+            "them one by one: %s", n, errstr);
     return apply_split(nc, map, changes, n, results, stats, opts, errstr,
                        errstr_size);
 }

@@ -60,12 +60,15 @@ struct apply_stats {
  * between its transactions), so that the caller can serve its Kafka
  * consumer (max.poll.interval.ms) during a long split. It may be called
  * any number of times, none when there is no split; it must not call
- * apply_changes() or touch the changes, results or Neo4j client, and
- * cannot stop the split.
+ * apply_changes() or touch the changes, results or Neo4j client. When it
+ * returns non-zero (asked to stop, partitions revoked) the split stops
+ * there and apply_changes() returns NS_ERR_NEO4J_TRANSIENT: the changes
+ * applied alone so far stay applied (idempotent when the batch comes
+ * again), the results are meaningless.
  */
 struct apply_options {
     int force_split;
-    void (*tick)(void *opaque);
+    int (*tick)(void *opaque);
     void *tick_opaque;
 };
 
@@ -74,9 +77,11 @@ struct apply_options {
  * NS_OK when every change has a final status. NS_ERR_NEO4J_TRANSIENT when
  * Neo4j could not be reached or asked for a retry (see force_split for
  * the errors that mark one change FAILED instead), or when each of n > 1
- * changes, applied one by one, was rejected alike (the cause is the
- * environment, not n bad events), forced split or not: results are then
- * meaningless, retry the whole call later (it is idempotent). "Alike" is
+ * changes, applied one by one, was rejected alike (the cause is taken to
+ * be the environment, not n bad events): results are then meaningless,
+ * retry the whole call later (it is idempotent). In a forced split, a
+ * canary statement of no change (RETURN 1) decides that: when Neo4j
+ * commits it, the changes are at fault and each is FAILED. "Alike" is
  * the same Neo4j code (the reason up to its first ": "; the messages may
  * differ), or for reasons without a Neo4j code (a proxy's status, a size
  * cap) the same whole reason text. NS_ERR_NOMEM or a statement error

@@ -61,7 +61,7 @@ enum ns_err backlog_keep(struct backlog *bl, rd_kafka_t *rk,
             rd_kafka_error_destroy(error);
     } else if (!rd_kafka_topic_partition_list_find(bl->held, topic,
                                                    m->partition)) {
-        log_msg(LOG_DEBUG, "backlog full (%zu messages, %zu bytes): "
+        log_msg(NS_LOG_DEBUG, "backlog full (%zu messages, %zu bytes): "
                 "holding %s[%d] at offset %lld", bl->msgs.count,
                 bl->msgs.bytes, topic, (int)m->partition,
                 (long long)m->offset);

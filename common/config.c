@@ -470,6 +470,79 @@ int64_t config_source_epoch(const struct config *cfg, int64_t ts_ms)
     return epoch;
 }
 
+/* Append " key='value'" with libpq's quoting (single quotes, backslash
+ * escapes) at p, which has room for 2 * strlen(value) + strlen(key) + 5. */
+static char *conninfo_append(char *p, const char *key, const char *value)
+{
+    p += sprintf(p, " %s='", key);
+    for (const char *c = value; *c; c++) {
+        if (*c == '\'' || *c == '\\')
+            *p++ = '\\';
+        *p++ = *c;
+    }
+    *p++ = '\'';
+    *p = '\0';
+    return p;
+}
+
+/*
+ * NEXUS_PG_HOST, NEXUS_PG_PORT, NEXUS_PG_DB, NEXUS_WRITER_USER: each sets
+ * its own keyword of the conninfo (the file's, or the default) and leaves
+ * the others as they are.
+ */
+static enum ns_err apply_env_pg(struct config *cfg, char *errstr,
+                                size_t errstr_size)
+{
+    static const struct { const char *var, *keyword; } vars[] = {
+        {"NEXUS_PG_HOST", "host"}, {"NEXUS_PG_PORT", "port"},
+        {"NEXUS_PG_DB", "dbname"}, {"NEXUS_WRITER_USER", "user"},
+    };
+    PQconninfoOption *opts = NULL;
+    char *perr = NULL, built[sizeof(cfg->pg_conninfo)], *p = built;
+    enum ns_err err = NS_OK;
+    int any = 0;
+
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        any |= env_value(vars[i].var) != NULL;
+    if (!any)
+        return NS_OK;
+    opts = PQconninfoParse(cfg->pg_conninfo, &perr);
+    if (!opts) {
+        err = perr ? NS_ERR_CONFIG : NS_ERR_NOMEM;
+        snprintf(errstr, errstr_size, "postgres.conninfo: %s",
+                 perr ? perr : "out of memory");
+        goto cleanup;
+    }
+    *p = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        const char *v = o->val;
+
+        for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+            if (strcmp(o->keyword, vars[i].keyword) == 0 &&
+                env_value(vars[i].var))
+                v = env_value(vars[i].var);
+        if (!v)
+            continue;
+        if ((size_t)(p - built) + strlen(o->keyword) + 2 * strlen(v) + 5 >
+            sizeof(cfg->pg_conninfo) - 1) {
+            err = NS_ERR_CONFIG;
+            snprintf(errstr, errstr_size, "the PostgreSQL conninfo with "
+                     "NEXUS_PG_* applied is longer than %zu bytes",
+                     sizeof(cfg->pg_conninfo) - 1);
+            goto cleanup;
+        }
+        p = conninfo_append(p, o->keyword, v);
+    }
+    copy_str(cfg->pg_conninfo, sizeof(cfg->pg_conninfo),
+             built[0] == ' ' ? built + 1 : built);
+
+cleanup:
+    if (opts)
+        PQconninfoFree(opts);
+    PQfreemem(perr);
+    return err;
+}
+
 /* An optional integer setting of at least min: path:line on error. */
 static enum ns_err file_int_min(config_t *lc, const char *path,
                                 const char *name, int min, int *out,
@@ -663,6 +736,13 @@ static enum ns_err load_file(struct config *cfg, const char *path,
     }
     if (config_lookup_string(&lc, "metrics.bind", &str))
         copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), str);
+    if (config_lookup_string(&lc, "metrics.stats_dir", &str) &&
+        !copy_str(cfg->stats_dir, sizeof(cfg->stats_dir), str)) {
+        snprintf(errstr, errstr_size, "%s: metrics.stats_dir is longer than "
+                 "%zu bytes", path, sizeof(cfg->stats_dir) - 1);
+        err = NS_ERR_CONFIG;
+        goto cleanup;
+    }
 
 cleanup:
     config_destroy(&lc);
@@ -738,6 +818,12 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
         snprintf(errstr, errstr_size, "NEXUS_METRICS_BIND is too long");
         return NS_ERR_CONFIG;
     }
+    v = env_value("NEXUS_STATS_DIR");
+    if (v && !copy_str(cfg->stats_dir, sizeof(cfg->stats_dir), v)) {
+        snprintf(errstr, errstr_size, "NEXUS_STATS_DIR is longer than %zu "
+                 "bytes", sizeof(cfg->stats_dir) - 1);
+        return NS_ERR_CONFIG;
+    }
     v = env_value("NEXUS_KAFKA_BOOTSTRAP");
     if (v) {
         err = set_kafka_prop(cfg, "bootstrap.servers", v, errstr, errstr_size);
@@ -774,20 +860,7 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
         err = apply_env_tls(cfg, errstr, errstr_size);
     if (err)
         return err;
-    if (getenv("NEXUS_PG_HOST") || getenv("NEXUS_PG_PORT") ||
-        getenv("NEXUS_PG_DB") || getenv("NEXUS_WRITER_USER")) {
-        const char *host = getenv("NEXUS_PG_HOST");
-        const char *port = getenv("NEXUS_PG_PORT");
-        const char *db = getenv("NEXUS_PG_DB");
-        const char *user = getenv("NEXUS_WRITER_USER");
-        snprintf(cfg->pg_conninfo, sizeof(cfg->pg_conninfo),
-                 "host=%s port=%s dbname=%s user=%s "
-                 "application_name=nexus-%s connect_timeout=5",
-                 host ? host : "127.0.0.1", port ? port : "55432",
-                 db ? db : "contextnexus", user ? user : "nexus_writer",
-                 cfg->worker);
-    }
-    return NS_OK;
+    return apply_env_pg(cfg, errstr, errstr_size);
 }
 
 enum ns_err config_load(struct config *cfg, const char *path,
@@ -813,7 +886,7 @@ enum ns_err config_load(struct config *cfg, const char *path,
      * marker can still be read when the marker goes */
     cfg->tombstone_horizon_s = 7 * 24 * 3600;
     cfg->tombstone_prune_every_s = 600;
-    cfg->log_level = LOG_INFO;
+    cfg->log_level = NS_LOG_INFO;
     copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url), "http://127.0.0.1:7474");
     copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), "neo4j");
     copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), "neo4j");
@@ -865,21 +938,6 @@ enum ns_err config_resolve_lanes(struct config *cfg, const struct mapping *map,
     return NS_OK;
 }
 
-/* Append " key='value'" with libpq's quoting (single quotes, backslash
- * escapes) at p, which has room for 2 * strlen(value) + strlen(key) + 5. */
-static char *conninfo_append(char *p, const char *key, const char *value)
-{
-    p += sprintf(p, " %s='", key);
-    for (const char *c = value; *c; c++) {
-        if (*c == '\'' || *c == '\\')
-            *p++ = '\\';
-        *p++ = *c;
-    }
-    *p++ = '\'';
-    *p = '\0';
-    return p;
-}
-
 char *config_pg_conninfo(const struct config *cfg)
 {
     size_t size = strlen(cfg->pg_conninfo) + 2 * strlen(cfg->pg_password) +
@@ -924,9 +982,9 @@ void config_dump(const struct config *cfg, FILE *f)
             cfg->batch_max_events, cfg->batch_max_ms, cfg->batch_max_bytes,
             cfg->backlog_max_bytes, cfg->retry_initial_ms, cfg->retry_max_ms,
             cfg->poison_after,
-            cfg->log_level == LOG_ERROR  ? "error"
-            : cfg->log_level == LOG_WARN ? "warn"
-            : cfg->log_level == LOG_INFO ? "info"
+            cfg->log_level == NS_LOG_ERROR  ? "error"
+            : cfg->log_level == NS_LOG_WARN ? "warn"
+            : cfg->log_level == NS_LOG_INFO ? "info"
                                          : "debug",
             cfg->log_json ? "true" : "false");
     for (size_t i = 0; i < cfg->kafka_prop_count; i++)
@@ -945,8 +1003,8 @@ void config_dump(const struct config *cfg, FILE *f)
             neo4j_api_name((enum neo4j_api)cfg->neo4j_api), cfg->pg_conninfo,
             cfg->pg_password[0] ? "********" : "", cfg->pg_sslmode,
             cfg->pg_sslrootcert);
-    fprintf(f, "metrics = { port = %d; bind = \"%s\"; };\n", cfg->metrics_port,
-            cfg->metrics_bind);
+    fprintf(f, "metrics = { port = %d; bind = \"%s\"; stats_dir = \"%s\"; };\n",
+            cfg->metrics_port, cfg->metrics_bind, cfg->stats_dir);
     fputs("source = { epochs = [", f);
     for (size_t i = 0; i < cfg->source_epoch_count; i++)
         fprintf(f, "%s\"%lld\"", i ? ", " : "",

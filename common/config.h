@@ -100,6 +100,7 @@ struct config {
     char neo4j_ca_file[512];
     int metrics_port;                /* /metrics, /healthz, /readyz; 0 off */
     char metrics_bind[64];
+    char stats_dir[256];             /* counters as JSON each second; "" off */
     int64_t source_epochs_ms[CONFIG_MAX_EPOCHS]; /* ascending instants */
     size_t source_epoch_count;
     int tombstone_horizon_s;         /* 0: markers are never pruned */

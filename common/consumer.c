@@ -100,7 +100,7 @@ static void keep(struct consumer *c, rd_kafka_message_t *m)
     if (backlog_keep(&c->backlog, c->rk, m,
                      lanes_of_topic(&c->lanes, rd_kafka_topic_name(m->rkt)),
                      why, sizeof(why))) {
-        log_msg(LOG_ERROR, "%s; stopping without committing past it", why);
+        log_msg(NS_LOG_ERROR, "%s; stopping without committing past it", why);
         snprintf(c->fatal, sizeof(c->fatal), "%s", why);
         *c->stop = 1;
     }
@@ -169,7 +169,7 @@ static void write_stats(struct consumer *c, int force)
     lanes_measure_lag(&c->lanes, c->rk, &c->metrics);
     if (c->stats_path[0] &&
         metrics_write_file(&c->metrics, c->cfg->worker, c->stats_path))
-        log_msg(LOG_WARN, "could not write stats file %s", c->stats_path);
+        log_msg(NS_LOG_WARN, "could not write stats file %s", c->stats_path);
 }
 
 /*
@@ -206,7 +206,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         lanes_assigned(&c->lanes, rk, parts, coop);
     } else {
         if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
-            log_msg(LOG_WARN, "rebalance error: %s", rd_kafka_err2str(err));
+            log_msg(NS_LOG_WARN, "rebalance error: %s", rd_kafka_err2str(err));
         kafka_log_partitions(rd_kafka_assignment_lost(rk) ? "lost" : "revoked",
                        parts);
         /* commit the last batch while its partitions are still ours; on a
@@ -224,11 +224,11 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             kerr = rd_kafka_assign(rk, NULL);
     }
     if (error) {
-        log_msg(LOG_ERROR, "could not change the assignment: %s",
+        log_msg(NS_LOG_ERROR, "could not change the assignment: %s",
                 rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     } else if (kerr) {
-        log_msg(LOG_ERROR, "could not change the assignment: %s",
+        log_msg(NS_LOG_ERROR, "could not change the assignment: %s",
                 rd_kafka_err2str(kerr));
     }
 }
@@ -289,7 +289,7 @@ static void collect(struct consumer *c)
         }
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                log_msg(LOG_WARN, "kafka: %s", rd_kafka_message_errstr(m));
+                log_msg(NS_LOG_WARN, "kafka: %s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -359,7 +359,7 @@ static enum ns_err kafka_start(struct consumer *c, char *errstr,
             continue;
         rd_kafka_topic_partition_list_add(topics, c->lanes.topics[l],
                                           RD_KAFKA_PARTITION_UA);
-        log_msg(LOG_INFO, "subscribing to %s", c->lanes.topics[l]);
+        log_msg(NS_LOG_INFO, "subscribing to %s", c->lanes.topics[l]);
     }
     if (rd_kafka_subscribe(c->rk, topics)) {
         ns_err_set(errstr, errstr_size, "could not subscribe to the lane "
@@ -375,7 +375,6 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
                          char *errstr, size_t errstr_size)
 {
     struct consumer *c = calloc(1, sizeof(*c));
-    const char *dir = getenv("NEXUS_STATS_DIR");
     char *conninfo = NULL;
     size_t most = (size_t)cfg->batch_max_events;
     enum ns_err err = NS_OK;
@@ -414,9 +413,9 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
         if (err)
             goto cleanup;
     }
-    if (dir && *dir)
-        snprintf(c->stats_path, sizeof(c->stats_path), "%s/%s-%d.json", dir,
-                 cfg->worker, (int)getpid());
+    if (cfg->stats_dir[0])
+        snprintf(c->stats_path, sizeof(c->stats_path), "%s/%s-%d.json",
+                 cfg->stats_dir, cfg->worker, (int)getpid());
     srand((unsigned)(time(NULL) ^ getpid()));
 
     err = kafka_start(c, errstr, errstr_size);
@@ -450,8 +449,9 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
     c->env = (struct process_env){cfg, map, c->nc, c->dlq, c->wb, &c->metrics,
                                   &c->policy, &c->poller, &c->revoked};
     if (!err)
-        err = schema_ensure(c->nc, map, &c->policy, &c->poller, &c->metrics,
-                            errstr, errstr_size);
+        err = schema_ensure(c->nc, map, cfg->neo4j_db, cfg->neo4j_user,
+                            &c->policy, &c->poller, &c->metrics, errstr,
+                            errstr_size);
 
 cleanup:
     if (conninfo) {
@@ -487,9 +487,9 @@ static void prune_markers(struct consumer *c)
                               (int64_t)c->cfg->tombstone_horizon_s * 1000,
                           (size_t)limit, &deleted, errstr, sizeof(errstr));
     if (err)
-        log_msg(LOG_WARN, "could not prune delete markers: %s", errstr);
+        log_msg(NS_LOG_WARN, "could not prune delete markers: %s", errstr);
     else if (deleted)
-        log_msg(LOG_INFO, "pruned %zu delete markers older than %d s",
+        log_msg(NS_LOG_INFO, "pruned %zu delete markers older than %d s",
                 deleted, c->cfg->tombstone_horizon_s);
     c->metrics.markers_pruned += deleted;
     c->next_prune_ms = !err && (int64_t)deleted == limit
@@ -503,7 +503,7 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
     enum ns_err err = NS_OK;
     char why[1024];
 
-    log_msg(LOG_INFO, "consuming as group %s, batches of up to %d events, "
+    log_msg(NS_LOG_INFO, "consuming as group %s, batches of up to %d events, "
             "%d bytes or %d ms", c->cfg->group_id, c->cfg->batch_max_events,
             c->cfg->batch_max_bytes, c->cfg->batch_max_ms);
     while (!*c->stop) {
@@ -516,7 +516,7 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
         err = process_batch(&c->env, &c->batch, why, sizeof(why));
         c->applying = 0;
         if (c->revoked) {
-            log_msg(LOG_WARN, "abandoned a batch of %zu messages: its "
+            log_msg(NS_LOG_WARN, "abandoned a batch of %zu messages: its "
                     "partitions were revoked before it was applied; nothing "
                     "of it is committed", c->batch.count);
             c->revoked = 0;
@@ -542,7 +542,7 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
     /* the last batch's write-back lands and its offsets are committed;
      * if PostgreSQL is down it is left uncommitted, for the next owner */
     if (writeback_finish(c->wb, &c->policy, &c->poller, why, sizeof(why)))
-        log_msg(LOG_WARN, "stopping with the last batch's sync status not "
+        log_msg(NS_LOG_WARN, "stopping with the last batch's sync status not "
                 "written (%s); its offsets are not committed", why);
     write_stats(c, 1);
     if (c->fatal[0]) {
@@ -550,7 +550,7 @@ enum ns_err consumer_run(struct consumer *c, char *errstr, size_t errstr_size)
         ns_err_set(errstr, errstr_size, "%s", c->fatal);
         return NS_ERR_KAFKA;
     }
-    log_msg(LOG_INFO, "stopping: the last batch is committed");
+    log_msg(NS_LOG_INFO, "stopping: the last batch is committed");
     return NS_OK;
 }
 

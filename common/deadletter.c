@@ -22,7 +22,7 @@ static void log_dead(const struct batch_item *it)
                  it->keys[1][0] ? "/" : "", it->keys[1]);
     else
         log_key_text(it->msg->key, it->msg->key_len, key, sizeof(key));
-    log_event(LOG_WARN, rd_kafka_topic_name(it->msg->rkt),
+    log_event(NS_LOG_WARN, rd_kafka_topic_name(it->msg->rkt),
               it->msg->partition, it->msg->offset,
               it->has_keys || it->msg->key_len ? key : NULL,
               "event sent to the DLQ: %s", it->reason);

@@ -138,13 +138,15 @@ static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
     dlq_header_str(hdrs, "nexus.source.offset", offset, sizeof(offset));
     log_key_text(rkm->key, rkm->key_len, key, sizeof(key));
     if (resent)
-        log_event(LOG_WARN, topic[0] ? topic : NULL, (int32_t)atol(partition),
-                  atoll(offset), key, "dead letter of %zu bytes refused by "
+        log_event(NS_LOG_WARN, topic[0] ? topic : NULL,
+                  (int32_t)atol(partition), atoll(offset), key,
+                  "dead letter of %zu bytes refused by "
                   "%s as too large (%s): sent again without its value",
                   rkm->len, dlq->topic, rd_kafka_err2str(rkm->err));
     else
-        log_event(LOG_WARN, topic[0] ? topic : NULL, (int32_t)atol(partition),
-                  atoll(offset), key, "could not deliver dead letter to %s: "
+        log_event(NS_LOG_WARN, topic[0] ? topic : NULL,
+                  (int32_t)atol(partition), atoll(offset), key,
+                  "could not deliver dead letter to %s: "
                   "%s%s", dlq->topic, rd_kafka_err2str(rkm->err),
                   gen == dlq->gen ? "" : " (batch already given up)");
 }
@@ -177,7 +179,7 @@ static enum ns_err dlq_start(struct dlq *dlq, char *errstr,
     }
     /* conf now belongs to rk */
     if (rd_kafka_set_log_queue(dlq->rk, NULL) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        log_msg(LOG_WARN, "could not route librdkafka logs to the main "
+        log_msg(NS_LOG_WARN, "could not route librdkafka logs to the main "
                 "queue of the dead letter producer");
     return NS_OK;
 }
@@ -246,7 +248,7 @@ static size_t dlq_topic_limit(struct dlq *dlq)
 
 cleanup:
     if (!limit)
-        log_msg(LOG_WARN, "could not read max.message.bytes of %s: %s; a "
+        log_msg(NS_LOG_WARN, "could not read max.message.bytes of %s: %s; a "
                 "dead letter the broker refuses as too large is sent again "
                 "without its value", dlq->topic, why);
     if (ev)
@@ -332,7 +334,7 @@ enum ns_err dlq_new(const char *const *kafka_props, const char *topic,
         if (err)
             goto cleanup;
     }
-    log_msg(LOG_DEBUG, "dead letters to %s are cut to %zu bytes", dlq->topic,
+    log_msg(NS_LOG_DEBUG, "dead letters to %s are cut to %zu bytes", dlq->topic,
             dlq->max_message);
     *out = dlq;
     dlq = NULL;
@@ -350,7 +352,7 @@ void dlq_free(struct dlq *dlq)
         rd_kafka_resp_err_t kerr = rd_kafka_flush(dlq->rk, DLQ_FREE_FLUSH_MS);
 
         if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
-            log_msg(LOG_WARN, "could not flush dead letters to %s before "
+            log_msg(NS_LOG_WARN, "could not flush dead letters to %s before "
                     "closing: %d still queued", dlq->topic,
                     rd_kafka_outq_len(dlq->rk));
         dlq_stop(dlq);
@@ -386,7 +388,7 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
         if (dlq->rk) {
             int left = rd_kafka_outq_len(dlq->rk);
 
-            log_msg(LOG_ERROR, "dead letter producer failed for good, "
+            log_msg(NS_LOG_ERROR, "dead letter producer failed for good, "
                     "starting a new one: %s", fatal);
             /* letters the old producer never confirmed fail this batch */
             if (left > 0) {
@@ -415,7 +417,7 @@ enum ns_err dlq_send(struct dlq *dlq, const struct dlq_source *src,
         value_len < (src->value ? src->value_len : 0)) {
         char key[128];
 
-        log_event(LOG_WARN, src->topic, src->partition, src->offset,
+        log_event(NS_LOG_WARN, src->topic, src->partition, src->offset,
                   log_key_text(src->key, key_len, key, sizeof(key)),
                   "dead letter cut to %zu bytes of key and %zu of value, "
                   "from %zu and %zu (limit %zu bytes)", key_len, value_len,

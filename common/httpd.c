@@ -34,7 +34,7 @@ static void httpd_log(void *cls, const char *fmt, va_list ap)
     n = strlen(msg);
     while (n && msg[n - 1] == '\n')
         msg[--n] = '\0';
-    log_msg(LOG_WARN, "http server: %s", msg);
+    log_msg(NS_LOG_WARN, "http server: %s", msg);
 }
 
 /* Queue a response that takes over body (malloc'd; NULL for none). */
@@ -74,7 +74,7 @@ static enum MHD_Result serve_metrics(struct httpd *h,
     err = metrics_write_prometheus(h->m, h->worker, NEXUS_VERSION, &out);
     if (err) {
         buf_free(&out);
-        log_msg(LOG_ERROR, "could not render /metrics: %s", ns_err_str(err));
+        log_msg(NS_LOG_ERROR, "could not render /metrics: %s", ns_err_str(err));
         return reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
                           "could not render metrics\n");
     }
@@ -174,7 +174,7 @@ enum ns_err httpd_start(const char *bind_addr, int port, struct metrics *m,
         err = NS_ERR_IO;
         goto cleanup;
     }
-    log_msg(LOG_INFO, "serving /metrics, /healthz, /readyz on %s port %d",
+    log_msg(NS_LOG_INFO, "serving /metrics, /healthz, /readyz on %s port %d",
             bind_addr, port);
 cleanup:
     if (err) {

@@ -25,8 +25,8 @@ static void log_cb_quiet(const rd_kafka_t *rk, int level, const char *fac,
     enum log_level lvl = log_level_from_syslog(level);
 
     (void)rk;
-    if (lvl == LOG_INFO)
-        lvl = LOG_DEBUG;
+    if (lvl == NS_LOG_INFO)
+        lvl = NS_LOG_DEBUG;
     if (log_enabled(lvl))
         log_msg(lvl, "rdkafka %s: %s", fac, buf);
 }
@@ -82,7 +82,7 @@ enum ns_err kafka_conf_new(const char *const *defaults,
 
 void kafka_log_error(const char *who, int err, const char *reason)
 {
-    log_msg(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN,
+    log_msg(err == RD_KAFKA_RESP_ERR__FATAL ? NS_LOG_ERROR : NS_LOG_WARN,
             "%s: %s: %s", who, rd_kafka_err2name((rd_kafka_resp_err_t)err),
             reason);
 }
@@ -121,7 +121,7 @@ void kafka_resume(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
         rd_kafka_error_t *error = kafka_seek(rk, seek, 5000);
 
         if (error) {
-            log_msg(LOG_WARN, "could not seek resumed partitions: %s",
+            log_msg(NS_LOG_WARN, "could not seek resumed partitions: %s",
                     rd_kafka_error_string(error));
             rd_kafka_error_destroy(error);
         }
@@ -135,7 +135,7 @@ void kafka_log_partitions(const char *what,
     struct buf text;
     int shown = 0;
 
-    if (!log_enabled(LOG_INFO))
+    if (!log_enabled(NS_LOG_INFO))
         return;
     buf_init(&text, 4096);
     for (; shown < parts->cnt; shown++)
@@ -143,7 +143,7 @@ void kafka_log_partitions(const char *what,
                      parts->elems[shown].topic,
                      (int)parts->elems[shown].partition))
             break;
-    log_msg(LOG_INFO, "partitions %s (%d): %s%s", what, parts->cnt,
+    log_msg(NS_LOG_INFO, "partitions %s (%d): %s%s", what, parts->cnt,
             buf_str(&text), shown < parts->cnt ? " ..." : "");
     buf_free(&text);
 }

@@ -88,8 +88,9 @@ void lanes_update(struct lanes *lanes, rd_kafka_t *rk, const int64_t *lag)
         rd_kafka_pause_partitions(rk, pause);
     if (go->cnt)
         kafka_resume(rk, go);
-    log_msg(LOG_DEBUG, "lane priority: serving lanes up to %s, %d partitions "
-            "paused", mapping_lane_name((enum mapping_lane)top), pause->cnt);
+    log_msg(NS_LOG_DEBUG, "lane priority: serving lanes up to %s, %d "
+            "partitions paused", mapping_lane_name((enum mapping_lane)top),
+            pause->cnt);
     lanes->paused_below = want;
     rd_kafka_topic_partition_list_destroy(pause);
     rd_kafka_topic_partition_list_destroy(go);
@@ -168,7 +169,7 @@ void lanes_measure_lag(const struct lanes *lanes, rd_kafka_t *rk,
     if ((parts && parts->cnt && !plag) ||
         metrics_partitions_set(metrics, plag, nplag,
                                parts ? parts->cnt : 0))
-        log_msg(LOG_WARN, "could not record partition lag: out of memory");
+        log_msg(NS_LOG_WARN, "could not record partition lag: out of memory");
     free(plag);
     for (int l = 0; l < LANE__COUNT; l++)
         metrics->lanes[l].lag = lag[l] > 0 ? lag[l] : 0;

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <time.h>
 
-static enum log_level log_max_level = LOG_INFO;
+static enum log_level log_max_level = NS_LOG_INFO;
 static int log_json;
 static const char *log_name = "nexus-sync";
 
@@ -21,7 +21,7 @@ void log_setup(enum log_level level, int json, const char *name)
 
 int log_level_parse(const char *s)
 {
-    for (int i = 0; i <= LOG_DEBUG; i++)
+    for (int i = 0; i <= NS_LOG_DEBUG; i++)
         if (strcmp(s, level_names[i]) == 0)
             return i;
     return -1;
@@ -30,8 +30,8 @@ int log_level_parse(const char *s)
 enum log_level log_level_from_syslog(int level)
 {
     /* librdkafka logs a failed connection at 3 (err): retried, so warn */
-    return level <= 2 ? LOG_ERROR : level <= 4 ? LOG_WARN :
-           level <= 6 ? LOG_INFO : LOG_DEBUG;
+    return level <= 2 ? NS_LOG_ERROR : level <= 4 ? NS_LOG_WARN :
+           level <= 6 ? NS_LOG_INFO : NS_LOG_DEBUG;
 }
 
 int log_enabled(enum log_level level)

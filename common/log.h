@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+enum log_level { NS_LOG_ERROR = 0, NS_LOG_WARN, NS_LOG_INFO, NS_LOG_DEBUG };
 
 /* Set once at start-up, before threads: level, JSON output, process name. */
 void log_setup(enum log_level level, int json, const char *name);

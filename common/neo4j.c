@@ -357,7 +357,7 @@ static enum ns_err neo4j_discover(struct neo4j_client *nc, char *errstr,
         return err == NS_ERR_NOMEM ? err : NS_ERR_NEO4J_TRANSIENT;
     }
     nc->api = d.tx ? NEO4J_API_TX : NEO4J_API_QUERY;
-    log_msg(LOG_INFO, "Neo4j %s %s at %s: using %s: %s", d.version,
+    log_msg(NS_LOG_INFO, "Neo4j %s %s at %s: using %s: %s", d.version,
             d.edition, shown, d.tx ? "the HTTP transactional API (tx/commit)"
             : "the Query API (query/v2)", d.tx ? "the server offers it, one "
             "round trip a batch (neo4j.api query forces the Query API)" :

@@ -226,7 +226,7 @@ static void neo4j_query_rollback(struct neo4j_http *h, const char *base,
              !(status >= 200 && status <= 299) && status != 404)
         ns_err_set(why, sizeof(why), "HTTP %ld", status);
     if (why[0])
-        log_msg(LOG_WARN, "could not roll back Neo4j transaction %s, the "
+        log_msg(NS_LOG_WARN, "could not roll back Neo4j transaction %s, the "
                 "server drops it when it expires: %s", tx_id, why);
     buf_free(&url);
 }

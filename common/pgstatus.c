@@ -375,12 +375,12 @@ enum ns_err pg_status_send(struct pg_status *ps,
             fitting++;
             continue;
         }
-        if (!log_enabled(LOG_WARN))
+        if (!log_enabled(NS_LOG_WARN))
             continue;
         pg_status_sql_key_text(rows[i].keys[0], key[0], sizeof(key[0]));
         if (tbl->key_count > 1)
             pg_status_sql_key_text(rows[i].keys[1], key[1], sizeof(key[1]));
-        log_msg(LOG_WARN, "skipped the sync status write-back of %s key "
+        log_msg(NS_LOG_WARN, "skipped the sync status write-back of %s key "
                 "%s%s%s: a key is not a valid uuid", tbl->table, key[0],
                 tbl->key_count > 1 ? "," : "",
                 tbl->key_count > 1 ? key[1] : "");

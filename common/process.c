@@ -49,12 +49,13 @@ static enum ns_err writeback_rows(struct batch_run *run)
 }
 
 /* Kafka is served between the single transactions of a split, so a
- * long one cannot outlast max.poll.interval.ms (apply's tick). */
-static void serve_kafka(void *opaque)
+ * long one cannot outlast max.poll.interval.ms (apply's tick); a stop or
+ * a revoke seen there ends the split. */
+static int serve_kafka(void *opaque)
 {
     const struct retry_poller *poller = opaque;
 
-    poller->poll(poller->opaque, 0);
+    return poller->poll(poller->opaque, 0);
 }
 
 /*
@@ -87,7 +88,7 @@ static enum ns_err try_apply(void *arg, const struct retry_state *state,
 
     if (is_poison(run, state, errstr)) {
         opts.force_split = 1;
-        log_msg(LOG_WARN, "the same failure %d times in a row: taking it as "
+        log_msg(NS_LOG_WARN, "the same failure %d times in a row: taking it as "
                 "the fault of an event of this batch; applying its %zu "
                 "changes one by one: %s", state->same_in_a_row, run->nch,
                 errstr);
@@ -151,7 +152,7 @@ static enum ns_err apply_run(struct batch_run *run, char *errstr,
         err = retry_run(env->policy, env->poller, err, "could not commit to "
                         "Neo4j", try_apply, run, errstr, errstr_size);
     if (err && !*env->revoked)
-        log_msg(LOG_ERROR, "could not apply batch: %s", errstr);
+        log_msg(NS_LOG_ERROR, "could not apply batch: %s", errstr);
     return err;
 }
 
@@ -218,7 +219,7 @@ enum ns_err process_batch(const struct process_env *env,
     /* events folded into a later change of the same key count as applied
      * through it */
     if (raw > run.nch)
-        log_msg(LOG_DEBUG, "coalesced %zu changes into %zu", raw, run.nch);
+        log_msg(NS_LOG_DEBUG, "coalesced %zu changes into %zu", raw, run.nch);
     run.results = calloc(run.nch ? run.nch : 1, sizeof(*run.results));
     if (!run.results) {
         err = NS_ERR_NOMEM;
@@ -240,8 +241,8 @@ enum ns_err process_batch(const struct process_env *env,
     env->metrics->batches++;
     metrics_hist_observe(&env->metrics->batch_size, (double)n);
     env->metrics->last_batch_ms = (double)(metrics_now_ms() - t0);
-    log_msg(LOG_DEBUG, "batch of %zu messages, %zu changes applied in %.0f ms",
-            n, run.nch, env->metrics->last_batch_ms);
+    log_msg(NS_LOG_DEBUG, "batch of %zu messages, %zu changes applied in "
+            "%.0f ms", n, run.nch, env->metrics->last_batch_ms);
 
 cleanup:
     for (size_t i = 0; run.changes && i < run.nch; i++)

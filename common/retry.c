@@ -28,7 +28,7 @@ int retry_backoff(const struct retry_policy *policy,
     int64_t until, now;
     int gave_up = 0;
 
-    log_msg(LOG_WARN, "%s; retry %d in %lld ms", what, attempt + 1,
+    log_msg(NS_LOG_WARN, "%s; retry %d in %lld ms", what, attempt + 1,
             (long long)delay);
     if (poller && poller->pause)
         poller->pause(poller->opaque, 1);

@@ -10,6 +10,7 @@
 struct schema_args {
     struct neo4j_client *nc;
     const char *text;         /* statements separated by ';' */
+    const char *db, *user;    /* to name them in a check's message */
     struct metrics *metrics;
 };
 
@@ -20,10 +21,17 @@ static enum ns_err try_schema(void *arg, const struct retry_state *state,
     char *save = NULL, *copy = strdup(a->text), *stmt;
     enum ns_err err = NS_OK;
 
-    (void)state;
     if (!copy) {
         ns_err_set(errstr, errstr_size, "out of memory");
         return NS_ERR_NOMEM;
+    }
+    /* the start-up check could not decide (Neo4j was down): the first
+     * answer may say the settings are wrong, which no retry mends */
+    if (state->attempt > 0 &&
+        neo4j_client_check(a->nc, a->db, a->user, errstr, errstr_size) ==
+            NS_ERR_CONFIG) {
+        free(copy);
+        return NS_ERR_CONFIG;
     }
     for (stmt = strtok_r(copy, ";", &save); stmt && !err;
          stmt = strtok_r(NULL, ";", &save)) {
@@ -36,13 +44,14 @@ static enum ns_err try_schema(void *arg, const struct retry_state *state,
 }
 
 enum ns_err schema_ensure(struct neo4j_client *nc, const struct mapping *map,
+                          const char *db, const char *user,
                           const struct retry_policy *policy,
                           const struct retry_poller *poller,
                           struct metrics *metrics, char *errstr,
                           size_t errstr_size)
 {
     struct buf text;
-    struct schema_args a = {nc, NULL, metrics};
+    struct schema_args a = {nc, NULL, db, user, metrics};
     char why[1024];
     enum ns_err err;
 

@@ -34,44 +34,26 @@
  *     its srcLsn: DETACH DELETE plus a tombstone); an extra link or parent
  *     relationship is deleted by element id and type, an extra temporal
  *     version is closed (validTo) as a delete event would close it.
+ *
+ * verify.c holds the handle and drives one table's run; the pieces are
+ * verify_pg (PostgreSQL pages), verify_neo4j (graph pages), verify_join
+ * (the merge join and comparison), verify_repair (repairs), verify_value
+ * (column values) and verify_report (examples and the reports, whose
+ * functions a tool takes from verify_report.h). verify_run.h is their
+ * private shared header.
  */
 #ifndef NS_VERIFY_H
 #define NS_VERIFY_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #include "err.h"
 #include "mapping.h"
 #include "neo4j.h"
+#include "verify_types.h"
 
-struct cJSON;
 struct verify;
-
-struct verify_options {
-    size_t chunk;           /* rows per page and per repair batch, >= 1 */
-    size_t limit_report;    /* examples kept per table */
-    int repair;             /* non-zero: fix what is found */
-    int64_t epoch;          /* source epoch of the repairs: the current one
-                               (config source.epochs), compared before the
-                               position as the workers' changes are */
-};
-
-/* Counts for one table; "graph" is nodes or relationships seen. */
-struct verify_counts {
-    uint64_t rows;
-    uint64_t graph;
-    uint64_t missing;
-    uint64_t extra;
-    uint64_t mismatched;        /* elements with at least one property off */
-    uint64_t mismatched_props;  /* properties off, all elements */
-    uint64_t parent_missing;
-    uint64_t parent_extra;
-    uint64_t placeholders;      /* bare nodes without a row: not counted */
-    uint64_t repaired;          /* repair actions the graph accepted */
-    uint64_t repair_skipped;    /* kept out by a guard or unconvertible */
-};
 
 /*
  * Create a verifier. pg_conninfo is a libpq connection string (with the
@@ -105,15 +87,5 @@ uint64_t verify_divergences(const struct verify *vf);
 const struct verify_counts *verify_table_counts(const struct verify *vf,
                                                 size_t table_index,
                                                 const char **table_name);
-
-/* Human report: a summary line per table and its examples. */
-void verify_report_text(const struct verify *vf, FILE *f);
-
-/*
- * Machine report: {"tables": [{"table", "element", counts...,
- * "examples": [...]}], "totals": {...}}. Caller frees (cJSON_Delete);
- * NULL when out of memory.
- */
-struct cJSON *verify_report_json(const struct verify *vf);
 
 #endif

@@ -41,7 +41,8 @@ static void usage(FILE *f, const char *prog, const char *worker,
             "  --dump-config   print the effective settings, secrets masked\n"
             "  --version       print the version and exit\n"
             "\n"
-            "Environment variables override the file; see README.md.\n",
+            "Environment variables override the file; see "
+            "docs/configuration.md.\n",
             prog, worker, description);
 }
 
@@ -69,7 +70,7 @@ static enum ns_err worker_check_neo4j(const struct config *cfg, char *errstr,
     err = neo4j_client_check(nc, cfg->neo4j_db, cfg->neo4j_user, errstr,
                              errstr_size);
     if (err && err != NS_ERR_CONFIG) {
-        log_msg(LOG_WARN, "could not check Neo4j at start-up, waiting for "
+        log_msg(NS_LOG_WARN, "could not check Neo4j at start-up, waiting for "
                 "it: %s", errstr);
         err = NS_OK;
     }
@@ -90,6 +91,7 @@ int worker_main(int argc, char **argv, const char *worker,
     struct sigaction sa;
     char errstr[1024];
     int have_cfg = 0;
+    enum ns_err err;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -149,17 +151,19 @@ int worker_main(int argc, char **argv, const char *worker,
     /* A mistyped database or refused credentials stop the worker here;
      * the loop would retry them for ever. */
     if (worker_check_neo4j(&cfg, errstr, sizeof(errstr))) {
-        log_msg(LOG_ERROR, "could not start: %s", errstr);
+        log_msg(NS_LOG_ERROR, "could not start: %s", errstr);
         rc = 2;
         goto cleanup;
     }
-    if (consumer_new(&cfg, map, &stop_requested, &c, errstr, sizeof(errstr))) {
-        log_msg(LOG_ERROR, "could not start: %s", errstr);
-        rc = stop_requested ? 0 : 1;
+    err = consumer_new(&cfg, map, &stop_requested, &c, errstr,
+                       sizeof(errstr));
+    if (err) {
+        log_msg(NS_LOG_ERROR, "could not start: %s", errstr);
+        rc = stop_requested ? 0 : err == NS_ERR_CONFIG ? 2 : 1;
         goto cleanup;
     }
     if (consumer_run(c, errstr, sizeof(errstr))) {
-        log_msg(LOG_ERROR, "%s", errstr);
+        log_msg(NS_LOG_ERROR, "%s", errstr);
         goto cleanup;
     }
     rc = 0;

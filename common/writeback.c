@@ -158,7 +158,7 @@ enum ns_err writeback_send(struct writeback *wb,
     wb->sent_ms = metrics_now_ms();
     /* A send that fails leaves nothing in flight: finish writes again. */
     if (pg_status_send(wb->ps, wb->rows, wb->n, errstr, sizeof(errstr)))
-        log_msg(LOG_DEBUG, "write-back not sent yet: %s", errstr);
+        log_msg(NS_LOG_DEBUG, "write-back not sent yet: %s", errstr);
     return NS_OK;
 }
 
@@ -190,7 +190,7 @@ static void commit(struct writeback *wb)
     if (kerr)
         /* The events were applied; whoever reads them again re-applies
          * them idempotently. */
-        log_msg(LOG_WARN, "could not commit offsets: %s",
+        log_msg(NS_LOG_WARN, "could not commit offsets: %s",
                 rd_kafka_err2str(kerr));
 }
 
@@ -212,7 +212,7 @@ enum ns_err writeback_finish(struct writeback *wb,
     else
         err = try_write(wb, &once, errstr, errstr_size);
     wb->metrics->pg_ms_total += (double)(metrics_now_ms() - t0);
-    log_msg(LOG_DEBUG, "write-back of %zu rows landed %lld ms after it was "
+    log_msg(NS_LOG_DEBUG, "write-back of %zu rows landed %lld ms after it was "
             "sent, after a wait of %lld ms", wb->n,
             (long long)(metrics_now_ms() - wb->sent_ms),
             (long long)(metrics_now_ms() - t0));
@@ -222,13 +222,13 @@ enum ns_err writeback_finish(struct writeback *wb,
     wb->busy = 0;
     if (err && err != NS_ERR_PG_PERMANENT) {
         if (err != NS_ERR_PG_TRANSIENT)
-            log_msg(LOG_ERROR, "could not write sync status: %s", errstr);
+            log_msg(NS_LOG_ERROR, "could not write sync status: %s", errstr);
         return err;  /* pending: not committed */
     }
     if (err == NS_ERR_PG_PERMANENT)
         /* The graph is right; only the bookkeeping is lost. Loud, not
          * fatal. */
-        log_msg(LOG_ERROR, "could not write sync status: %s", errstr);
+        log_msg(NS_LOG_ERROR, "could not write sync status: %s", errstr);
     else
         wb->metrics->writeback_rows += wb->n;
     commit(wb);

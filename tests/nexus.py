@@ -423,8 +423,7 @@ def scratch_lanes(nx, workdir, worker, lanes=("normal",), partitions=1, configs=
     the DLQ topic alone. dotted: a prefix with a dot in it
     ("scratch.x...")."""
     import uuid as _uuid
-    clients_src = os.path.join(ROOT, "tests", "clients")
-    p = subprocess.run(["make", "-s", "-C", clients_src], capture_output=True, text=True)
+    p = subprocess.run(["make", "-s", "-C", ROOT, "clients"], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     admin = os.path.join(ROOT, "build", "tests", "clients", "kafka_admin")
     prefix = f"scratch{'.x' if dotted else ''}{_uuid.uuid4().hex[:10]}"

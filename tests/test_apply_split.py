@@ -21,14 +21,13 @@ from nexus import ROOT, Stack
 from test_clients import Driver, free_port
 
 COMMIT = r"^/db/[^/]+/tx/commit$"
-CLIENTS_SRC = os.path.join(ROOT, "tests", "clients")
 CLIENT = os.path.join(ROOT, "build", "tests", "clients", "apply_client")
 MAPPING = os.path.join(ROOT, "schemas", "mapping.cfg")
 
 
 @pytest.fixture(scope="module")
 def clients():
-    p = subprocess.run(["make", "-s", "-C", CLIENTS_SRC], capture_output=True, text=True)
+    p = subprocess.run(["make", "-s", "-C", ROOT, "clients"], capture_output=True, text=True)
     assert p.returncode == 0, f"building tests/clients failed:\n{p.stdout}{p.stderr}"
 
 
@@ -126,6 +125,20 @@ def test_force_split_dead_letters_only_the_change_a_proxy_rejects(nx, tags):
     assert in_graph(nx, ids) == {good1, good2}
 
 
+def test_a_split_stops_when_its_tick_asks(nx, tags):
+    """tick returning non-zero (the worker asked to stop, or its partitions
+    revoked) ends a forced split between two single transactions: the
+    changes before it are committed, none after, and the call is a
+    transient error with no result (the batch comes again, idempotent)."""
+    ids = tags(5)
+    ans = apply(nx, tags.project, ids, force_split=True, tick=True, stop_at_tick=3)
+    assert ans["err"] == "neo4j_transient", ans
+    assert "stopped applying 5 changes one by one after 2" in ans["errstr"], ans
+    assert ans["ticks"] == 3 and ans["transactions"] == 2, ans
+    assert all(r["status"] not in ("applied", "failed") for r in ans["results"]), ans
+    assert in_graph(nx, ids) == set(ids[:2])
+
+
 @pytest.mark.parametrize("code, failed", [
     ("Neo.TransientError.General.MemoryPoolOutOfMemoryError", True),
     ("Neo.ClientError.Statement.SyntaxError", True),
@@ -172,13 +185,14 @@ def test_force_split_answered_errors_fail_the_change_contention_is_retried(nx, t
 ], ids=["html-400", "json-413-no-code", "neo4j-code"])
 def test_force_split_every_change_rejected_alike_is_retried(nx, tags, rule):
     """The proxy answers every request alike. In a forced split each of the
-    n > 1 changes fails the same way: that is the environment, not n bad
-    events, so the whole call is transient and nothing is FAILED. Without
-    a Neo4j code "the same way" is the same whole reason text. A single
-    change alone has no such evidence and is FAILED."""
+    n > 1 changes fails the same way, and so does the canary (RETURN 1):
+    that is the environment, not n bad events, so the whole call is
+    transient and nothing is FAILED. Without a Neo4j code "the same way" is
+    the same whole reason text. A single change alone has no such evidence
+    and is FAILED."""
     ids = tags(4)
     proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
-    proxy.add_rule("POST", COMMIT, None, match_body="|".join(ids), **rule)
+    proxy.add_rule("POST", COMMIT, None, **rule)
     try:
         ans = apply(nx, tags.project, ids[:3], url=proxy.url, force_split=True, tick=True)
         one = apply(nx, tags.project, ids[3:], url=proxy.url, force_split=True, tick=True)
@@ -191,6 +205,27 @@ def test_force_split_every_change_rejected_alike_is_retried(nx, tags, rule):
     assert one["err"] == "ok", one
     assert one["results"][0]["status"] == "failed", one
     assert one["ticks"] == one["transactions"] == 1, one
+    assert in_graph(nx, ids) == set()
+
+
+def test_force_split_rejected_alike_while_the_canary_commits_fails_each_change(nx, tags):
+    """Three changes rejected alike (SyntaxError injected on the requests
+    that carry them) while Neo4j commits everything else, the canary
+    RETURN 1 included: in a forced split that is the changes' fault, so
+    each is FAILED (to be dead-lettered) and the call succeeds: a permanent
+    error cannot hold a partition for ever. Before: retried for ever."""
+    ids = tags(3)
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    rule = proxy.add_rule("POST", COMMIT, None, code="Neo.ClientError.Statement.SyntaxError",
+                          match_body="|".join(ids))
+    try:
+        ans = apply(nx, tags.project, ids, url=proxy.url, force_split=True, tick=True)
+    finally:
+        proxy.close()
+    assert ans["err"] == "ok", ans
+    assert [r["status"] for r in ans["results"]] == ["failed"] * 3, ans
+    assert all(r["reason"].startswith("Neo.ClientError.Statement.SyntaxError") for r in ans["results"]), ans
+    assert rule.served == 3 and ans["transactions"] == 3, ans
     assert in_graph(nx, ids) == set()
 
 

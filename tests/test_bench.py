@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nexus import ROOT  # noqa: E402 (the one definition)
 
 
 @pytest.mark.stack_last

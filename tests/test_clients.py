@@ -33,7 +33,7 @@ TEST_LABEL = "NexusClientTest"
 
 @pytest.fixture(scope="module")
 def clients():
-    p = subprocess.run(["make", "-s", "-C", CLIENTS_SRC], capture_output=True, text=True)
+    p = subprocess.run(["make", "-s", "-C", ROOT, "clients"], capture_output=True, text=True)
     assert p.returncode == 0, f"building tests/clients failed:\n{p.stdout}{p.stderr}"
     return CLIENTS_BIN
 

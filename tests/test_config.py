@@ -198,7 +198,10 @@ postgres = {{ conninfo = "host=file-pg port=1 dbname=filedb user=u"; sslmode = "
     assert p.returncode == 0, p.stderr
     for want in ('group_id = "from-env"', "max_events = 77; max_ms = 20;", 'level = "debug"',
                  '"bootstrap.servers" = "env-broker:9093"', '"client.rack" = "r1"',
-                 'url = "https://env-neo4j:7473"; database = "envdb"', "host=env-pg port=2",
+                 'url = "https://env-neo4j:7473"; database = "envdb"',
+                 # each NEXUS_PG_* sets its keyword; the file's others stay
+                 # (before: rebuilt whole, dbname and user dropped)
+                 "user='u' dbname='filedb' host='env-pg' port='2'",
                  'sslmode = "verify-full"', f'sslrootcert = "{ca}"', f'ca_file = "{ca}"'):
         assert want in p.stdout, (want, p.stdout)
     assert "file-broker" not in p.stdout and "file-neo4j" not in p.stdout
@@ -331,3 +334,15 @@ def test_byte_limits_and_poison_threshold(tmp_path):
     assert p.returncode == 2 and f"{cfg}:2: batch.max_bytes must be an integer of at least 1024" in p.stderr, p.stderr
     p = dump(env=clean_env(NEXUS_MAPPING=MAPPING, NEXUS_RETRY_POISON_AFTER="0"))
     assert p.returncode == 2 and "NEXUS_RETRY_POISON_AFTER" in p.stderr, p.stderr
+
+
+def test_stats_dir_is_a_setting_of_the_file_and_the_environment(tmp_path):
+    """metrics.stats_dir, overridden by NEXUS_STATS_DIR like every other
+    setting (before: only the variable, read outside struct config)."""
+    cfg = write(tmp_path / "w.cfg", f'mapping = "{MAPPING}";\nmetrics = {{ stats_dir = "/from/file"; }};\n')
+    p = dump("--config", cfg)
+    assert p.returncode == 0 and 'stats_dir = "/from/file"' in p.stdout, p.stdout + p.stderr
+    p = dump("--config", cfg, env=clean_env(NEXUS_STATS_DIR="/from/env"))
+    assert p.returncode == 0 and 'stats_dir = "/from/env"' in p.stdout, p.stdout + p.stderr
+    p = dump(env=clean_env(NEXUS_STATS_DIR="x" * 300))
+    assert p.returncode == 2 and "NEXUS_STATS_DIR is longer than" in p.stderr, p.stderr

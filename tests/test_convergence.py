@@ -198,7 +198,7 @@ def redrive_subset(nx, topics, msgs, rng, tag, workdir):
     """Copy a random subset of the history's lane messages (not the Kafka
     tombstones) into nexus.dlq as dead letters, in a random order, and
     re-drive them with bin/nexus-dlq. Returns how many."""
-    subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "tests", "clients")], check=True,
+    subprocess.run(["make", "-s", "-C", ROOT, "clients"], check=True,
                    capture_output=True)
     # in source order (the WAL's): which partition a key lands in depends on
     # the run's fresh keys, the order of the changes does not, so a seed

@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nexus import ROOT  # noqa: E402 (the one definition)
 
 
 # The secrets the compose file needs, without defaults.

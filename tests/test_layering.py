@@ -4,9 +4,13 @@ top, included by nothing but the thin main (worker.c). common/README.md
 shows the same layers; this test checks that they still hold. Needs no
 server."""
 import pathlib
+import os
 import re
+import subprocess
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import nexus
+
+ROOT = pathlib.Path(nexus.ROOT)
 COMMON = ROOT / "common"
 INCLUDE = re.compile(r'^#include "([a-z0-9_]+)\.h"', re.M)
 
@@ -60,3 +64,14 @@ if __name__ == "__main__":
     lv = layers(module_graph())
     for k in range(max(lv.values()) + 1):
         print(k, " ".join(sorted(m for m, v in lv.items() if v == k)))
+
+
+def test_log_h_and_syslog_h_in_one_file(tmp_path):
+    """log.h's levels are NS_LOG_*: a file may include <syslog.h> (whose
+    LOG_INFO and LOG_DEBUG are macros) beside it."""
+    src = tmp_path / "both.c"
+    src.write_text('#include <syslog.h>\n#include "log.h"\n'
+                   "int main(void) { return NS_LOG_INFO == LOG_INFO ? 0 : 1; }\n")
+    p = subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "common"),
+                        "-c", str(src), "-o", str(tmp_path / "both.o")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import uuid
 
-from nexus import (ROOT, Worker, new_tags, run_tool, scratch_lanes, stop_worker, tags_applied, track,
+from nexus import (ROOT, Proxy, Worker, new_tags, run_tool, scratch_lanes, stop_worker, tags_applied, track,
                    wait_until)
 from test_metrics import MetricsWorker, http_get, total
 
@@ -206,6 +206,32 @@ def test_wrong_neo4j_credentials_stop_the_worker_at_start(nx, tmp_path):
     assert rc == 2, log[-2000:]
     assert "Neo4j refused the credentials of user \"nexus_no_such_user\"" in log, log[-2000:]
     assert password not in log, "the password must not be logged"
+
+
+def test_wrong_database_of_a_neo4j_down_at_start_stops_the_worker_once_it_answers(nx, tmp_path):
+    """Neo4j unreachable at start-up (a loopback proxy refusing
+    connections), so the start-up check cannot decide; when it comes up,
+    the database does not exist: the worker stops with exit 2 and names
+    the setting. Before: the start-up retries took DatabaseNotFound for a
+    cluster's passing state and went on for ever."""
+    proxy = Proxy(nx.env["NEXUS_NEO4J_URL"].rsplit(":", 1)[1].strip("/"))
+    proxy.cut()
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"edges-late-{uuid.uuid4().hex[:8]}",
+                     NEXUS_NEO4J_URL=f"http://127.0.0.1:{proxy.port}", NEXUS_NEO4J_DB="nosuchdb",
+                     NEXUS_RETRY_MAX_MS=500))
+    try:
+        w.start()
+        wait_until(lambda: w.log_text().count("retry ") >= 2, 60, what="start-up retries while Neo4j is down")
+        assert "could not check Neo4j at start-up" in w.log_text(), w.log_text()[-2000:]
+        proxy.restore()
+        rc = w.proc.wait(timeout=60)
+        log = w.log_text()
+        assert rc == 2, log[-2000:]
+        assert "Neo4j database \"nosuchdb\" does not exist" in log, log[-2000:]
+        assert "NEXUS_NEO4J_DB" in log, log[-2000:]
+    finally:
+        w.stop()
+        proxy.close()
 
 
 def test_unreachable_neo4j_at_start_is_waited_for(nx, tmp_path):

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nexus import ROOT  # noqa: E402 (the one definition)
 SCHEMA = os.path.join(ROOT, "bin", "nexus-schema")
 
 # Seed 004's table: PostgreSQL table -> node label or relationship pattern.

@@ -48,7 +48,7 @@ def test_worker_under_valgrind_is_clean(nx, project, tmp_path):
     group = f"valgrind-{uuid.uuid4().hex[:8]}"
     # the group starts at the topic's end: valgrind makes replaying the
     # whole history slow, and only this test's changes matter here
-    subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "tests", "clients")], check=True)
+    subprocess.run(["make", "-s", "-C", ROOT, "clients"], check=True)
     p = subprocess.run([os.path.join(ROOT, "build", "tests", "clients", "kafka_admin"),
                         nx.env["NEXUS_KAFKA_BOOTSTRAP"], "commit-end", group, "nexus.normal.tag"],
                        capture_output=True, text=True, timeout=120)

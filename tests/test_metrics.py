@@ -294,12 +294,12 @@ def run_worker(*args, env=None, timeout=60):
 def test_metrics_settings_from_file_and_environment(tmp_path):
     p = run_worker("--config", os.path.join(ROOT, "deploy", "worker.cfg"), "--dump-config")
     assert p.returncode == 0, p.stderr
-    assert 'metrics = { port = 9400; bind = "0.0.0.0"; };' in p.stdout
+    assert 'metrics = { port = 9400; bind = "0.0.0.0"; stats_dir = ""; };' in p.stdout
     p = run_worker("--config", os.path.join(ROOT, "deploy", "worker.cfg"), "--dump-config",
                    env={"NEXUS_METRICS_PORT": "0", "NEXUS_METRICS_BIND": "127.0.0.1"})
-    assert 'metrics = { port = 0; bind = "127.0.0.1"; };' in p.stdout
+    assert 'metrics = { port = 0; bind = "127.0.0.1"; stats_dir = ""; };' in p.stdout
     p = run_worker("--dump-config")
-    assert 'metrics = { port = 0; bind = "0.0.0.0"; };' in p.stdout, "off by default"
+    assert 'metrics = { port = 0; bind = "0.0.0.0"; stats_dir = ""; };' in p.stdout, "off by default"
     cfg = tmp_path / "bad.cfg"
     cfg.write_text('mapping = "schemas/mapping.cfg";\n\nmetrics = {\n  port = 70000;\n};\n')
     p = run_worker("--config", str(cfg), "--dump-config")

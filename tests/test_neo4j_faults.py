@@ -11,14 +11,15 @@ The first two place their consumer group at the lane offsets of the moment
 write the tags they check: every injected answer falls on a batch."""
 import re
 import socket
+import time
 import urllib.request
 import uuid
 
 import pytest
 
 from faultproxy import FaultProxy
-from nexus import (Worker, end_offsets, new_tags, run_tool, save_end_offsets, scratch_lanes, tags_applied,
-                   track, wait_until)
+from nexus import (Worker, end_offsets, new_tags, run_tool, save_end_offsets, scratch_lanes, stop_worker,
+                   tags_applied, track, wait_until)
 
 COMMIT = r"^/db/[^/]+/tx/commit$"
 
@@ -150,6 +151,50 @@ def test_a_split_batch_failing_alike_is_retried_not_dead_lettered(nx, project, t
         cleanup()
 
 
+def test_events_failing_alike_for_good_are_dead_lettered_not_retried_for_ever(nx, project, tmp_path):
+    """Three real tag events that Neo4j rejects for good, alike
+    (SyntaxError injected on every request that carries them), while it
+    commits everything else: retried as the environment's fault first,
+    then, after retry.poison_after (2 here) identical answers, a forced
+    split whose canary (RETURN 1) commits, so the three are dead-lettered
+    and the tag written after them is applied: the partition moves.
+    Before: retried for ever, the partition held. Scratch topic; injected
+    by tests/faultproxy.py."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), f"faults-canary-{uuid.uuid4().hex[:8]}",
+                     NEXUS_NEO4J_URL=proxy.url, NEXUS_RETRY_MAX_MS=200, NEXUS_RETRY_POISON_AFTER=2,
+                     NEXUS_BATCH_MS=2000, NEXUS_MAPPING=mapping))
+    ids = new_tags(nx, project, 4, "canary")
+    bad, after = ids[:3], ids[3]
+    try:
+        events = {}
+        for tid in ids:
+            m = wait_until(lambda: [m for m in nx.consume_all("nexus.normal.tag")
+                                    if m.get("payload") and f'"id":"{tid}"' in m["payload"]], 120,
+                           what="real tag event")[0]
+            events[tid] = (m["key"], m["payload"])
+        proxy.add_rule("POST", COMMIT, None, code="Neo.ClientError.Statement.SyntaxError",
+                       match_body="|".join(bad))
+        for tid in bad:
+            nx.kcat("-P", "-t", topic, "-p", "0", "-k", events[tid][0], input=events[tid][1])
+        w.start()
+        dead = wait_until(lambda: (lambda d: d if len(d) >= 3 else None)(nx.consume_all(f"{prefix}.dlq")),
+                          180, what="the three dead letters")
+        assert sorted(next(t for t in bad if f'"id":"{t}"' in d["payload"]) for d in dead) == sorted(bad)
+        nx.kcat("-P", "-t", topic, "-p", "0", "-k", events[after][0], input=events[after][1])
+        wait_until(lambda: tags_applied(nx, [after]) == 1, 120, what="the tag after them applied")
+        log = w.log_text()
+        assert "all 3 changes rejected alike, retrying the batch" in log, log[-3000:]
+        assert "all 3 changes rejected alike, but Neo4j runs other statements" in log, log[-3000:]
+        assert tags_applied(nx, bad) == 0
+    finally:
+        w.stop()
+        proxy.close()
+        cleanup()
+
+
 def test_a_poison_pill_is_split_out_and_dead_lettered(nx, project, tmp_path):
     """A proxy in front of Neo4j answers every request that carries one
     tag's id with HTTP 400 and no Neo4j code (a gateway's request filter):
@@ -243,6 +288,64 @@ def test_kafka_is_served_during_a_long_split(nx, project, tmp_path):
         assert "applying them one by one" in log
         assert "maximum poll interval" not in log, log[-3000:]
         assert "partitions revoked" not in log and "partitions lost" not in log, log[-3000:]
+    finally:
+        w.stop()
+        proxy.close()
+        cleanup()
+
+
+def test_a_long_split_stops_at_once_when_asked(nx, project, tmp_path):
+    """SIGTERM in the middle of a long split: the worker stops between two
+    single transactions, not after all of them, commits nothing of the
+    batch, and the next start applies it whole: every good tag, one dead
+    letter for the bad one. 30 real tag events on a scratch topic, one
+    rejected for good (SyntaxError injected on the requests that carry
+    it), on a server made slow (the proxy waits 1.5 s before each request):
+    the split would take 45 s. Injected by tests/faultproxy.py."""
+    mapping, prefix, cleanup = scratch_lanes(nx, str(tmp_path / "scratch"), "tag")
+    topic = f"{prefix}.normal.tag"
+    proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
+    group = f"faults-stop-{uuid.uuid4().hex[:8]}"
+    w = track(Worker(nx, "tag", str(tmp_path / "w"), group, NEXUS_NEO4J_URL=proxy.url,
+                     NEXUS_BATCH_MS=3000, NEXUS_MAPPING=mapping))
+    ids = new_tags(nx, project, 30, "stopsplit")
+    bad, good = ids[0], ids[1:]
+    try:
+        wanted = set(ids)
+        events = {}
+        for m in wait_until(lambda: (lambda ms: ms if len(ms) >= len(ids) else None)(
+                [m for m in nx.consume_all("nexus.normal.tag")
+                 if m.get("payload") and any(f'"id":"{t}"' in m["payload"] for t in wanted)]),
+                120, what="the real tag events"):
+            tid = next(t for t in wanted if f'"id":"{t}"' in m["payload"])
+            events.setdefault(tid, (m["key"], m["payload"]))
+        proxy.add_rule("POST", COMMIT, None, code="Neo.ClientError.Statement.SyntaxError", match_body=bad)
+        w.start()
+        wait_until(lambda: "consuming as group" in w.log_text(), 120, what="the worker to start")
+        proxy.forward_delay_s = 1.5
+        for tid in ids:
+            key, value = events[tid]
+            nx.kcat("-P", "-t", topic, "-p", "0", "-k", key, input=value)
+        wait_until(lambda: "applying them one by one" in w.log_text() and tags_applied(nx, good) >= 2,
+                   180, what="the split under way")
+        t0 = time.monotonic()
+        rc = stop_worker(w.proc, timeout=60)
+        stop_s = time.monotonic() - t0
+        applied = tags_applied(nx, good)
+        log = w.log_text()
+        # one transaction in flight (1.5 s) and the shutdown, not the 40 s left
+        assert rc == 0 and stop_s < 15, (rc, stop_s, log[-3000:])
+        assert applied < len(good), f"the split ran to its end ({applied}); stopped after {stop_s:.1f}s"
+        assert "stopped applying 30 changes one by one" in log, log[-3000:]
+        assert not nx.consume_all(f"{prefix}.dlq", timeout=3)
+        print(f"stopped {stop_s:.1f}s after SIGTERM, {applied} of {len(good)} good tags applied alone")
+        proxy.forward_delay_s = 0
+        w.start()
+        wait_until(lambda: tags_applied(nx, good) == len(good), 180, what="the good tags applied")
+        dead = wait_until(lambda: nx.consume_all(f"{prefix}.dlq"), 60, what="the dead letter")
+        w.wait_caught_up()
+        dead = nx.consume_all(f"{prefix}.dlq", timeout=3)
+        assert len(dead) == 1 and f'"id":"{bad}"' in dead[0]["payload"], dead
     finally:
         w.stop()
         proxy.close()

@@ -102,7 +102,7 @@ def test_a_statement_failing_mid_transaction_rolls_it_back_with_its_index(nx, tm
     transaction of three requests, the failing one's answer classified
     PERMANENT with its index and "code: message", a DELETE rolls the
     transaction back, and nothing of the first two is committed."""
-    p = subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "tests", "clients")], capture_output=True, text=True)
+    p = subprocess.run(["make", "-s", "-C", ROOT, "clients"], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
     tag = f"t-{uuid.uuid4().hex}"
@@ -153,7 +153,7 @@ def test_the_cluster_affinity_goes_back_on_the_transactions_requests(nx, monkeyp
     included (the proxy adds it to Neo4j's answers and records what the
     client sends): the opening request carries none, each follow-up the
     one answered; a transaction that fails rolls back with it too."""
-    p = subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "tests", "clients")], capture_output=True, text=True)
+    p = subprocess.run(["make", "-s", "-C", ROOT, "clients"], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
     proxy.answer_headers = [("neo4j-cluster-affinity", "member-7:abc=")]
@@ -186,7 +186,7 @@ def test_a_transaction_the_server_lost_is_transient_not_the_statements_fault(nx,
     answers it here): Request.Invalid is otherwise PERMANENT, but here the
     statements are not at fault, so the run is TRANSIENT and unreached, and
     the next run commits."""
-    p = subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "tests", "clients")], capture_output=True, text=True)
+    p = subprocess.run(["make", "-s", "-C", ROOT, "clients"], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
     proxy.add_rule("POST", r"/query/v2/tx/[^/]+$", 1, status=404, code="Neo.ClientError.Request.Invalid")

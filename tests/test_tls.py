@@ -224,7 +224,7 @@ def test_verify_full_refuses_a_host_name_not_in_the_certificate(tls, nx, tmp_pat
     """The write-back library with sslmode=verify-full: 'localhost' is in the
     certificate and connects; another name for the same address does not,
     and the error says so and counts as transient (retried, not lost)."""
-    p = subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "tests", "clients")],
+    p = subprocess.run(["make", "-s", "-C", ROOT, "clients"],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     client = os.path.join(CLIENTS, "pgstatus_client")

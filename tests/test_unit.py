@@ -11,20 +11,13 @@ import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import nexus
+
+ROOT = pathlib.Path(nexus.ROOT)
 UNIT_NAMES = sorted(p.stem for p in (ROOT / "tests" / "unit").glob("test_*.c"))
 CORPORA = sorted(p.name for p in (ROOT / "tests" / "fuzz" / "corpus").iterdir()
                  if p.is_dir()) if (ROOT / "tests" / "fuzz" / "corpus").is_dir() else []
 
-# Sources of the replay driver: the fuzz entry point of corpus <name> is
-# tests/fuzz/fuzz_<name>.c; it needs these common modules.
-REPLAY_COMMON = ["common/event.c", "common/event_member.c",
-                 "common/convert.c", "common/convert_numeric.c", "common/buf.c",
-                 "common/err.c", "common/log.c", "common/mapping.c",
-                 "common/change.c", "common/cypher.c", "common/neo4j_body.c",
-                 "common/neo4j_http.c", "common/neo4j_query.c"]
-SAN_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined",
-             "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
 SAN_ENV = {
     "ASAN_OPTIONS": "abort_on_error=1:detect_leaks=1:strict_string_checks=1",
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
@@ -58,9 +51,10 @@ def unit_build():
 
 @pytest.fixture(scope="session")
 def asan_build():
-    """`make asan` (everything, with ASan/UBSan), once per session."""
-    res = _run(["make", f"-j{os.cpu_count() or 1}", "asan"])
-    assert res.returncode == 0, f"make asan failed:\n{_tail(res.stdout)}"
+    """`make asan-unit` (the unit tests and the fuzz replayers with
+    ASan/UBSan), once per session."""
+    res = _run(["make", f"-j{os.cpu_count() or 1}", "asan-unit"])
+    assert res.returncode == 0, f"make asan-unit failed:\n{_tail(res.stdout)}"
 
 
 def _check_unit(binary, env=None):
@@ -83,17 +77,14 @@ def test_unit_asan(asan_build, name):
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_fuzz_corpus_replay_asan(corpus, tmp_path):
+def test_fuzz_corpus_replay_asan(asan_build, corpus):
     """Every saved fuzz input, through the fuzz entry point, under gcc's
-    ASan/UBSan (no clang needed)."""
+    ASan/UBSan (no clang needed); the Makefile builds the replayer of each
+    tests/fuzz/fuzz_<corpus>.c (make asan-unit)."""
     entry = ROOT / "tests" / "fuzz" / f"fuzz_{corpus}.c"
     assert entry.exists(), f"corpus {corpus} has no entry point {entry.name}"
-    binary = tmp_path / f"replay_{corpus}"
-    build = _run(["gcc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra",
-                  "-Werror", "-Icommon", *SAN_FLAGS, "tests/fuzz/replay.c",
-                  str(entry.relative_to(ROOT)), *REPLAY_COMMON,
-                  "-lcjson", "-lconfig", "-lcurl", "-lm", "-o", str(binary)])
-    assert build.returncode == 0, f"replay build failed:\n{_tail(build.stdout)}"
+    binary = ROOT / "build" / "asan" / "tests" / "fuzz" / f"replay_{corpus}"
+    assert binary.exists(), f"{binary} was not built"
     # libconfig's own leaks on a broken mapping text (tests/fuzz/lsan.supp)
     env = dict(SAN_ENV, LSAN_OPTIONS=f"suppressions={ROOT / 'tests' / 'fuzz' / 'lsan.supp'}")
     res = _run([str(binary), f"tests/fuzz/corpus/{corpus}"], env=env)

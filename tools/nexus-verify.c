@@ -24,6 +24,7 @@
 #include "mapping.h"
 #include "neo4j.h"
 #include "verify.h"
+#include "verify_report.h"
 
 #define VERIFY_MAX_TABLES 64
 
@@ -252,7 +253,7 @@ static int run_pass(const struct mapping *map, const struct args *a,
                 verify_free(vf);
                 return -1;
             }
-            log_msg(LOG_DEBUG, "verified table %s", tbl->table);
+            log_msg(NS_LOG_DEBUG, "verified table %s", tbl->table);
         }
     *out = vf;
     return 0;

@@ -4,10 +4,11 @@
  *   apply_client URL DB USER PASSWORD TIMEOUT_MS MAPPING
  *
  * Each stdin line: {"events":[{Debezium event value}..], "force_split":
- * bool, "tick": bool}. The events become changes as a worker makes them
- * (change_from_event at epoch 0, then change_coalesce) and go to one
- * apply_changes() call, with struct apply_options when force_split or
- * tick is given (tick counts its calls). Each stdout line:
+ * bool, "tick": bool, "stop_at_tick": N}. The events become changes as a
+ * worker makes them (change_from_event at epoch 0, then change_coalesce)
+ * and go to one apply_changes() call, with struct apply_options when
+ * force_split or tick is given (tick counts its calls and asks the split
+ * to stop at call stop_at_tick). Each stdout line:
  * {"err":..,"errstr":..,"results":[{"key":..,"status":..,"reason":..,
  * "element_id":..}..],"transactions":N,"statements":N,"ticks":N} with one
  * result per change after coalescing, in their order; or {"err":..,
@@ -21,9 +22,18 @@
 #include "log.h"
 #include "mapping.h"
 
-static void count_tick(void *opaque)
+/* Counts the ticks; asks the split to stop at tick number stop_at (0:
+ * never). */
+struct ticker {
+    int ticks;
+    int stop_at;
+};
+
+static int count_tick(void *opaque)
 {
-    (*(int *)opaque)++;
+    struct ticker *t = opaque;
+
+    return ++t->ticks == t->stop_at;
 }
 
 static const char *status_name(enum apply_status status)
@@ -86,7 +96,8 @@ static int run_line(struct neo4j_client *nc, const struct mapping *map,
     struct apply_options opts = {0, NULL, NULL};
     char errstr[1024] = "";
     size_t n = 0, events;
-    int ticks = 0, with_opts;
+    struct ticker ticker = {0, 0};
+    int with_opts;
     enum ns_err err;
 
     if (!req || !ans) {
@@ -111,8 +122,13 @@ static int run_line(struct neo4j_client *nc, const struct mapping *map,
     opts.force_split = cJSON_IsTrue(
         cJSON_GetObjectItemCaseSensitive(req, "force_split"));
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "tick"))) {
+        const cJSON *stop_at =
+            cJSON_GetObjectItemCaseSensitive(req, "stop_at_tick");
+
         opts.tick = count_tick;
-        opts.tick_opaque = &ticks;
+        opts.tick_opaque = &ticker;
+        if (cJSON_IsNumber(stop_at))
+            ticker.stop_at = stop_at->valueint;
     }
     with_opts = opts.force_split || opts.tick;
     err = apply_changes(nc, map, changes, n, results, &stats,
@@ -129,7 +145,7 @@ static int run_line(struct neo4j_client *nc, const struct mapping *map,
     }
     cJSON_AddNumberToObject(ans, "transactions", stats.transactions);
     cJSON_AddNumberToObject(ans, "statements", stats.statements);
-    cJSON_AddNumberToObject(ans, "ticks", ticks);
+    cJSON_AddNumberToObject(ans, "ticks", ticker.ticks);
 
 answer:
     cJSON_AddStringToObject(ans, "err", ns_err_str(err));
@@ -157,7 +173,7 @@ int main(int argc, char **argv)
                 "TIMEOUT_MS MAPPING\n");
         return 2;
     }
-    log_setup(LOG_WARN, 0, "apply_client");
+    log_setup(NS_LOG_WARN, 0, "apply_client");
     err = mapping_load(argv[6], &map, errstr, sizeof(errstr));
     if (!err)
         err = neo4j_client_new(argv[1], argv[2], argv[3], argv[4],

@@ -94,7 +94,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: dlq_client TOPIC WORKER [name=value ...]\n");
         return 2;
     }
-    log_setup(LOG_WARN, 0, "dlq_client");
+    log_setup(NS_LOG_WARN, 0, "dlq_client");
     props = calloc((size_t)(argc - 3) * 2 + 1, sizeof(*props));
     if (!props)
         goto cleanup;

@@ -87,7 +87,7 @@ int main(int argc, char **argv)
                 "TIMEOUT_MS\n");
         return 2;
     }
-    log_setup(LOG_WARN, 0, "neo4j_client");
+    log_setup(NS_LOG_WARN, 0, "neo4j_client");
     err = neo4j_client_new(argv[1], argv[2], argv[3], argv[4],
                            strtol(argv[5], NULL, 10), &nc, errstr,
                            sizeof(errstr));

@@ -105,7 +105,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: pgstatus_client CONNINFO MAPPING_FILE\n");
         return 2;
     }
-    log_setup(LOG_WARN, 0, "pgstatus_client");
+    log_setup(NS_LOG_WARN, 0, "pgstatus_client");
     err = mapping_load(argv[2], &map, errstr, sizeof(errstr));
     if (!err)
         err = pg_status_new(argv[1], map, &ps, errstr, sizeof(errstr));
