@@ -18,6 +18,7 @@
 
 #include "convert.h"
 #include "log.h"
+#include "neo4j.h"
 
 static int copy_str(char *dst, size_t size, const char *src)
 {
@@ -693,6 +694,20 @@ static enum ns_err load_file(struct config *cfg, const char *path,
         copy_str(cfg->neo4j_password, sizeof(cfg->neo4j_password), str);
     if (config_lookup_int(&lc, "neo4j.timeout_ms", &n))
         cfg->neo4j_timeout_ms = n;
+    s = config_lookup(&lc, "neo4j.api");
+    if (s) {
+        str = config_setting_get_string(s);
+        cfg->neo4j_api = neo4j_api_parse(str);
+        if (cfg->neo4j_api < 0) {
+            snprintf(errstr, errstr_size, "%s:%d: neo4j.api must be \"auto\", "
+                     "\"query\" (the Query API) or \"tx\" (the HTTP "
+                     "transactional API)%s%s%s", path,
+                     config_setting_source_line(s), str ? ", not \"" : "",
+                     str ? str : "", str ? "\"" : "");
+            err = NS_ERR_CONFIG;
+            goto cleanup;
+        }
+    }
     if (config_lookup_string(&lc, "postgres.conninfo", &str)) {
         char where[600];
         setting_where(&lc, "postgres.conninfo", path, where, sizeof(where));
@@ -824,6 +839,16 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
     v = env_value("NEXUS_NEO4J_USER");
     if (v)
         copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), v);
+    v = env_value("NEXUS_NEO4J_API");
+    if (v) {
+        cfg->neo4j_api = neo4j_api_parse(v);
+        if (cfg->neo4j_api < 0) {
+            snprintf(errstr, errstr_size, "NEXUS_NEO4J_API: \"%s\" is not "
+                     "auto, query (the Query API) or tx (the HTTP "
+                     "transactional API)", v);
+            return NS_ERR_CONFIG;
+        }
+    }
     err = env_secret("NEXUS_NEO4J_PASSWORD", cfg->neo4j_password,
                      sizeof(cfg->neo4j_password), errstr, errstr_size);
     if (!err)
@@ -866,6 +891,7 @@ enum ns_err config_load(struct config *cfg, const char *path,
     copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), "neo4j");
     copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), "neo4j");
     cfg->neo4j_timeout_ms = 60000;
+    cfg->neo4j_api = NEO4J_API_AUTO;
     copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), "0.0.0.0");
     snprintf(cfg->pg_conninfo, sizeof(cfg->pg_conninfo),
              "host=127.0.0.1 port=5432 dbname=contextnexus user=nexus_writer "
@@ -966,13 +992,15 @@ void config_dump(const struct config *cfg, FILE *f)
                 is_secret_name(cfg->kafka_props[2 * i])
                     ? "********" : cfg->kafka_props[2 * i + 1]);
     fprintf(f, "};\nneo4j = { url = \"%s\"; database = \"%s\"; user = \"%s\"; "
-               "password = \"%s\"; timeout_ms = %ld; ca_file = \"%s\"; };\n"
+               "password = \"%s\"; timeout_ms = %ld; ca_file = \"%s\"; "
+               "api = \"%s\"; };\n"
                "postgres = { conninfo = \"%s\"; password = \"%s\"; "
                "sslmode = \"%s\"; sslrootcert = \"%s\"; };\n",
             log_url_text(cfg->neo4j_url, url, sizeof(url)), cfg->neo4j_db,
             cfg->neo4j_user,
             cfg->neo4j_password[0] ? "********" : "", cfg->neo4j_timeout_ms,
-            cfg->neo4j_ca_file, cfg->pg_conninfo,
+            cfg->neo4j_ca_file,
+            neo4j_api_name((enum neo4j_api)cfg->neo4j_api), cfg->pg_conninfo,
             cfg->pg_password[0] ? "********" : "", cfg->pg_sslmode,
             cfg->pg_sslrootcert);
     fprintf(f, "metrics = { port = %d; bind = \"%s\"; stats_dir = \"%s\"; };\n",

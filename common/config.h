@@ -12,7 +12,10 @@
  *   kafka = ( ["bootstrap.servers", "127.0.0.1:59092"], ... );  # passed
  *                                        # to librdkafka pair by pair
  *   neo4j = { url = ...; database = "neo4j"; user = ...; password = ...;
- *             timeout_ms = 60000; ca_file = "/etc/nexus/ca.crt"; };
+ *             timeout_ms = 60000; ca_file = "/etc/nexus/ca.crt";
+ *             api = "auto"; };   # auto, query (Query API) or tx
+ *                                # (tx/commit); auto: tx when the server
+ *                                # lists it, else the Query API
  *   postgres = { conninfo = "host=... port=... dbname=... user=..." ;
  *                password = ...; sslmode = "verify-full";
  *                sslrootcert = "/etc/nexus/ca.crt"; };
@@ -40,7 +43,7 @@
  * Environment (wins over the file): NEXUS_MAPPING, NEXUS_GROUP_ID,
  * NEXUS_LANES (comma list), NEXUS_BATCH_MAX, NEXUS_BATCH_MS,
  * NEXUS_LOG_LEVEL, NEXUS_LOG_JSON, NEXUS_KAFKA_BOOTSTRAP, NEXUS_NEO4J_URL,
- * NEXUS_NEO4J_DB, NEXUS_NEO4J_USER, NEXUS_NEO4J_PASSWORD,
+ * NEXUS_NEO4J_DB, NEXUS_NEO4J_USER, NEXUS_NEO4J_PASSWORD, NEXUS_NEO4J_API,
  * NEXUS_PG_HOST, NEXUS_PG_PORT, NEXUS_PG_DB, NEXUS_WRITER_USER,
  * NEXUS_WRITER_PASSWORD, NEXUS_KAFKA_SASL_PASSWORD (sasl.password),
  * NEXUS_KAFKA_SSL_KEY_PASSWORD (ssl.key.password), NEXUS_PG_SSLMODE,
@@ -88,6 +91,7 @@ struct config {
     char neo4j_user[128];
     char neo4j_password[256];
     long neo4j_timeout_ms;
+    int neo4j_api;                   /* enum neo4j_api (neo4j.h) */
     char pg_conninfo[1024];          /* without the password */
     char pg_password[256];
     /* TLS: "" means unset (libpq's sslmode default, the system CAs) */

@@ -433,6 +433,7 @@ enum ns_err consumer_new(const struct config *cfg, const struct mapping *map,
                                        errstr_size);
     if (err)
         goto cleanup;
+    neo4j_client_set_api(c->nc, (enum neo4j_api)cfg->neo4j_api);
     conninfo = config_pg_conninfo(cfg);
     if (!conninfo) {
         err = NS_ERR_NOMEM;

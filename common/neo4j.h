@@ -1,14 +1,26 @@
 /*
- * neo4j.h - Neo4j client over the HTTP transactional endpoint.
+ * neo4j.h - Neo4j client over HTTP: the transactional endpoint or the
+ * Query API.
  *
- * One call runs a list of statements in one transaction with one request:
- * POST {url}/db/{db}/tx/commit. We use this endpoint rather than the Query
- * API because it takes several statements per request, so a whole batch is
- * one round trip and one transaction. libcurl keeps the connection alive.
+ * One call runs a list of statements in one transaction. Two transports:
+ *  - tx: POST {url}/db/{db}/tx/commit takes every statement in one
+ *    request, so a batch is one round trip (deprecated in 5.26, absent on
+ *    Aura);
+ *  - query: the Query API (5.25 and later, Aura) takes one statement per
+ *    request, so a batch of n > 1 statements is an explicit transaction of
+ *    n requests: POST .../query/v2/tx opens it with the first,
+ *    .../tx/{id} runs the next, .../tx/{id}/commit runs the last and
+ *    commits, DELETE .../tx/{id} rolls it back; one statement is one
+ *    request to .../query/v2.
+ * Auto (the default) reads the server's discovery document (GET {url}/)
+ * before the first statement and keeps tx where it is offered (faster on
+ * 5.26), else the Query API. libcurl keeps the connection alive.
  *
- * This module owns the connection, the request and its answer, and the
- * classes of Neo4j's errors. The statements (struct neo4j_stmt) and the
- * request body are neo4j_body's (neo4j_body.h, included here).
+ * This module owns the choice of transport, the tx/commit request and its
+ * answer, and the classes of Neo4j's errors. The connection and one
+ * request are neo4j_http's (neo4j_http.h, included here for enum
+ * neo4j_failure), the statements (struct neo4j_stmt) and the tx body
+ * neo4j_body's (included here), the Query API transaction neo4j_query's.
  */
 #ifndef NS_NEO4J_H
 #define NS_NEO4J_H
@@ -17,6 +29,7 @@
 
 #include "err.h"
 #include "neo4j_body.h" /* struct neo4j_stmt */
+#include "neo4j_http.h" /* enum neo4j_failure */
 
 struct cJSON;
 struct neo4j_client;
@@ -45,10 +58,37 @@ enum ns_err neo4j_client_set_ca_file(struct neo4j_client *nc,
                                      const char *ca_file, char *errstr,
                                      size_t errstr_size);
 
+/* Which HTTP API carries the statements (neo4j.api). */
+enum neo4j_api {
+    NEO4J_API_AUTO = 0,  /* tx where the discovery document lists it,
+                            else the Query API */
+    NEO4J_API_QUERY,     /* the Query API, explicit transactions */
+    NEO4J_API_TX         /* the HTTP transactional endpoint, tx/commit */
+};
+
+/* "auto", "query" or "tx" as enum neo4j_api; -1 for anything else. */
+int neo4j_api_parse(const char *name);
+
+/* The name of an enum neo4j_api ("auto", "query", "tx"); never NULL. */
+const char *neo4j_api_name(enum neo4j_api api);
+
+/*
+ * Choose the transport of nc before its first request (default
+ * NEO4J_API_AUTO). With AUTO the first neo4j_run() (or the check) first
+ * reads GET {url}/ and logs the choice and why; until an answer comes,
+ * each run fails as unreachable (transient) and nothing is decided.
+ */
+void neo4j_client_set_api(struct neo4j_client *nc, enum neo4j_api api);
+
+/* The transport nc uses: NEO4J_API_AUTO while not decided yet. */
+enum neo4j_api neo4j_client_api(const struct neo4j_client *nc);
+
 /*
  * Tell a configuration error from an outage before the worker starts: one
- * cheap request (RETURN 1) against the client's database. db and user (may
- * be NULL) only name them in the message.
+ * cheap request (RETURN 1) against the client's database, through the
+ * client's transport (with NEO4J_API_AUTO the discovery document is read
+ * first and the choice logged). db and user (may be NULL) only name them
+ * in the message.
  *  - NS_OK: Neo4j answered;
  *  - NS_ERR_CONFIG: the database does not exist (DatabaseNotFound) or the
  *    credentials were refused (Security.Unauthorized, CredentialsExpired);
@@ -98,29 +138,17 @@ int neo4j_reason_is_environment(const char *reason);
  *    Security, DatabaseNotFound...): retry later.
  * errstr gets "code: message". *failed_stmt (if not NULL) gets the index of
  * the statement that failed when it can be told (the number of statements
- * that completed before the error), else n.
+ * that completed before the error), else n. The Query API answers the same
+ * classes; a follow-up request of its transaction answered 404 (the server
+ * lost the transaction: restarted, expired, another cluster member) is
+ * transient and unreached, whatever its code.
  */
 enum ns_err neo4j_run(struct neo4j_client *nc, const struct neo4j_stmt *stmts,
                       size_t n, struct cJSON **results, size_t *failed_stmt,
                       char *errstr, size_t errstr_size);
 
-/* How the last neo4j_run() of a client ended. */
-enum neo4j_failure {
-    NEO4J_FAILURE_NONE = 0,   /* it succeeded, or none ran yet */
-    NEO4J_FAILURE_LOCAL,      /* nothing was sent: the request could not be
-                                 built (no memory, too large, not JSON) */
-    NEO4J_FAILURE_UNREACHED,  /* no answer about the request: connection
-                                 refused or reset, timeout, TLS; or HTTP
-                                 401, 403, 404, 407, 408, 429 or 5xx
-                                 without a Neo4j code (a server or a
-                                 gateway says it is unavailable, busy or
-                                 wrongly reached, not that the request is
-                                 wrong) */
-    NEO4J_FAILURE_ANSWERED    /* the server, or a proxy in front, answered
-                                 the request with an error: a Neo4j code,
-                                 another non-2xx status, a response past
-                                 the cap or not the expected JSON */
-};
+/* enum neo4j_failure, how the last neo4j_run() of a client ended: see
+ * neo4j_http.h. */
 
 /*
  * What the last neo4j_run() of nc ended with, for a caller that must tell

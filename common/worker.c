@@ -66,6 +66,7 @@ static enum ns_err worker_check_neo4j(const struct config *cfg, char *errstr,
                                        errstr_size);
     if (err)
         goto cleanup;
+    neo4j_client_set_api(nc, (enum neo4j_api)cfg->neo4j_api);
     err = neo4j_client_check(nc, cfg->neo4j_db, cfg->neo4j_user, errstr,
                              errstr_size);
     if (err && err != NS_ERR_CONFIG) {

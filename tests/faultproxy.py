@@ -8,7 +8,9 @@ so nothing they asked for is committed. A rule is (method, path regex,
 count, status, body or Neo4j error code, and optionally a regex the
 request body must match); it answers the next count
 matching requests (count None: every one until cleared) and then stands
-aside. Standard library only.
+aside. answer_headers are added to every forwarded answer (a header only
+a hosted Neo4j sends, such as Aura's neo4j-cluster-affinity);
+request_headers records what each request carried. Standard library only.
 
     proxy = FaultProxy(nx.env["NEXUS_NEO4J_URL"])
     rule = proxy.add_rule("POST", r"^/db/[^/]+/tx/commit$", 3,
@@ -71,6 +73,8 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.log = []  # (method, path, status, "injected" | "forwarded")
         self.forward_delay_s = 0.0  # a slow server: wait this long before forwarding
+        self.answer_headers = []  # (name, value) added to every forwarded answer
+        self.request_headers = []  # (method, path, {header: value}) of every request
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -83,6 +87,8 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = urllib.parse.urlsplit(self.path).path
+                with proxy.lock:
+                    proxy.request_headers.append((self.command, path, dict(self.headers.items())))
                 rule = proxy._take(self.command, path, body)
                 if rule is not None:
                     self._answer(rule.status, [("Content-Type", rule.content_type)], rule.body)
@@ -91,7 +97,7 @@ class FaultProxy:
                 if proxy.forward_delay_s:
                     time.sleep(proxy.forward_delay_s)
                 status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
-                self._answer(status, headers, data)
+                self._answer(status, list(headers) + list(proxy.answer_headers), data)
                 proxy._note(self.command, path, status, "forwarded")
 
             def _answer(self, status, headers, data):

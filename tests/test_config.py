@@ -94,13 +94,21 @@ BAD_CONFIGS = [
     (None, {"NEXUS_WRITER_PASSWORD": "a", "NEXUS_WRITER_PASSWORD_FILE": "/etc/hostname"},
      "NEXUS_WRITER_PASSWORD and NEXUS_WRITER_PASSWORD_FILE are both set"),
     (None, {"NEXUS_NEO4J_CA_FILE": "/etc/hostname"}, "is set but the Neo4j url"),
+    ('mapping = "%s";\nneo4j = {\n  api = "bolt";\n};\n' % MAPPING, {},
+     '{path}:3: neo4j.api must be "auto", "query" (the Query API) or "tx" (the HTTP transactional '
+     'API), not "bolt"'),
+    ('mapping = "%s";\nneo4j = { api = 2; };\n' % MAPPING, {},
+     '{path}:2: neo4j.api must be "auto", "query"'),
+    (None, {"NEXUS_NEO4J_API": "Query"},
+     'NEXUS_NEO4J_API: "Query" is not auto, query (the Query API) or tx (the HTTP transactional API)'),
 ]
 
 
 @pytest.mark.parametrize("text,extra,message", BAD_CONFIGS,
                          ids=["syntax", "sslmode", "kafka-pair", "kafka-property", "conninfo-password", "conninfo-option",
                               "password-file", "env-int", "env-secret-file", "env-both",
-                              "ca-without-https"])
+                              "ca-without-https", "neo4j-api", "neo4j-api-not-a-string",
+                              "env-neo4j-api"])
 def test_config_error_names_its_source_and_exits_before_any_connection(
         tmp_path, listener, text, extra, message):
     args = []
@@ -197,6 +205,18 @@ postgres = {{ conninfo = "host=file-pg port=1 dbname=filedb user=u"; sslmode = "
                  'sslmode = "verify-full"', f'sslrootcert = "{ca}"', f'ca_file = "{ca}"'):
         assert want in p.stdout, (want, p.stdout)
     assert "file-broker" not in p.stdout and "file-neo4j" not in p.stdout
+
+
+def test_neo4j_api_from_the_file_the_environment_and_its_default(tmp_path):
+    """neo4j.api: auto by default, the file's value, NEXUS_NEO4J_API over
+    the file; --dump-config shows the effective one."""
+    p = dump(env=clean_env(NEXUS_MAPPING=MAPPING))
+    assert p.returncode == 0 and 'api = "auto"; };' in p.stdout, p.stdout + p.stderr
+    cfg = write(tmp_path / "worker.cfg", f'mapping = "{MAPPING}";\nneo4j = {{ api = "query"; }};\n')
+    p = dump("--config", cfg)
+    assert p.returncode == 0 and 'api = "query"; };' in p.stdout, p.stdout + p.stderr
+    p = dump("--config", cfg, env=clean_env(NEXUS_NEO4J_API="tx"))
+    assert p.returncode == 0 and 'api = "tx"; };' in p.stdout, p.stdout + p.stderr
 
 
 @pytest.mark.parametrize("content,reason", [("", "is empty"), ("x" * 300, "is longer than")],

@@ -357,6 +357,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "nexus-verify: %s\n", errstr);
         goto cleanup;
     }
+    neo4j_client_set_api(nc, (enum neo4j_api)cfg.neo4j_api);
     if (run_pass(map, &a, conninfo, nc, a.repair, &found) != 0)
         goto cleanup;
     if (a.repair && run_pass(map, &a, conninfo, nc, 0, &after) != 0)

@@ -3,6 +3,8 @@
  *
  *   neo4j_client URL DB USER PASSWORD TIMEOUT_MS
  *
+ * NEXUS_NEO4J_API (auto, query, tx) chooses the transport, as in a worker.
+ *
  * Each stdin line: {"statements":[{"statement":..,"parameters":{..}}..],
  * "repeat":N}. Each stdout line: {"err":..,"errstr":..,"failed_stmt":..,
  * "results":[..],"ms":[..],"params_intact":true}. The request is run N
@@ -92,6 +94,17 @@ int main(int argc, char **argv)
     if (err) {
         fprintf(stderr, "neo4j_client: %s: %s\n", ns_err_str(err), errstr);
         goto cleanup;
+    }
+    /* the transport under test: NEXUS_NEO4J_API as the workers read it */
+    if (getenv("NEXUS_NEO4J_API")) {
+        int api = neo4j_api_parse(getenv("NEXUS_NEO4J_API"));
+
+        if (api < 0) {
+            fprintf(stderr, "neo4j_client: NEXUS_NEO4J_API is not auto, "
+                    "query or tx\n");
+            goto cleanup;
+        }
+        neo4j_client_set_api(nc, (enum neo4j_api)api);
     }
     while (getline(&line, &cap, stdin) > 0) {
         if (run_line(nc, line))
