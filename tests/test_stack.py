@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, read_env_file, run_stack, stack_dir, stack_up
+from conftest import ROOT, STACK_SCRIPT, read_env_file, run_stack, stack_dir, stack_up
 
 COMPONENTS = ["pg", "kafka", "connect", "neo4j"]
 ENV_KEYS = [
@@ -301,6 +301,12 @@ def test_down_stops_everything_then_up_restores(isolated):
     assert all(alive(pid) for pid in before.values()), before
     rc, states, out = status_lines(isolated)
     assert rc == 0, out
+    # the env file alone (no port variable of the caller) reaches this stack:
+    # before, `status` then looked at the default ports
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_")}
+    p = subprocess.run(["bash", "-c", f". {os.path.join(directory, 'env')} && bash {STACK_SCRIPT} status"],
+                       env=bare, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and f"127.0.0.1:{isolated['NEXUS_NEO4J_HTTP_PORT']}" in p.stdout, p.stdout + p.stderr
     marker = psql(env, "INSERT INTO tenants (name, slug) VALUES ('stack-test', 'stack-test') "
                        "RETURNING id")
     assert marker.returncode == 0, marker.stderr
