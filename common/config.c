@@ -1,3 +1,7 @@
+/*
+ * config.c - a worker's settings (config.h): defaults, the libconfig file,
+ * the environment, the checks across settings, the dump.
+ */
 #include "config.h"
 
 #include <errno.h>
@@ -5,137 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-/* Debian keeps libpq's headers in a subdirectory (pkg-config --cflags). */
-#if defined(__has_include) && __has_include(<libpq-fe.h>)
-#include <libpq-fe.h>
-#else
-#include <postgresql/libpq-fe.h>
-#endif
 
 #include <librdkafka/rdkafka.h>
 
+#include "config_source.h"
+#include "config_tls.h"
 #include "convert.h"
 #include "log.h"
 #include "neo4j.h"
-
-static int copy_str(char *dst, size_t size, const char *src)
-{
-    int n = snprintf(dst, size, "%s", src);
-    return n >= 0 && (size_t)n < size;
-}
-
-/*
- * Read a secret from the file at path into dst: the whole file, one final
- * line break dropped. what names the setting in errors. An unreadable,
- * empty or too long file is an error, never a silently cut secret.
- */
-static enum ns_err secret_read_file(const char *what, const char *path,
-                                    char *dst, size_t size, char *errstr,
-                                    size_t errstr_size)
-{
-    enum ns_err err = NS_OK;
-    FILE *f = fopen(path, "r");
-    size_t n;
-
-    if (!f) {
-        snprintf(errstr, errstr_size, "%s: could not read %s: %s", what, path,
-                 strerror(errno));
-        return NS_ERR_CONFIG;
-    }
-    n = fread(dst, 1, size - 1, f);
-    if (ferror(f)) {
-        snprintf(errstr, errstr_size, "%s: could not read %s: %s", what, path,
-                 strerror(errno));
-        err = NS_ERR_CONFIG;
-        goto cleanup;
-    }
-    if (fgetc(f) != EOF) {
-        snprintf(errstr, errstr_size, "%s: %s is longer than %zu bytes", what,
-                 path, size - 1);
-        err = NS_ERR_CONFIG;
-        goto cleanup;
-    }
-    dst[n] = '\0';
-    if (n && dst[n - 1] == '\n')
-        dst[--n] = '\0';
-    if (n && dst[n - 1] == '\r')
-        dst[--n] = '\0';
-    if (!n) {
-        snprintf(errstr, errstr_size, "%s: %s is empty", what, path);
-        err = NS_ERR_CONFIG;
-    }
-cleanup:
-    fclose(f);
-    if (err)
-        memset(dst, 0, size);
-    return err;
-}
-
-/*
- * Secret from the environment: NAME holds it, or NAME_FILE names a file
- * that does (Docker and Kubernetes secrets). Setting both is an error, as
- * it is unclear which one is meant. Neither leaves dst unchanged.
- */
-static enum ns_err env_secret(const char *name, char *dst, size_t size,
-                              char *errstr, size_t errstr_size)
-{
-    char file_var[128];
-    const char *v = getenv(name), *path;
-
-    snprintf(file_var, sizeof(file_var), "%s_FILE", name);
-    path = getenv(file_var);
-    if (v && *v && path && *path) {
-        snprintf(errstr, errstr_size, "%s and %s are both set; set one",
-                 name, file_var);
-        return NS_ERR_CONFIG;
-    }
-    if (v && *v) {
-        if (!copy_str(dst, size, v)) {
-            snprintf(errstr, errstr_size, "%s is too long", name);
-            return NS_ERR_CONFIG;
-        }
-        return NS_OK;
-    }
-    if (!path || !*path)
-        return NS_OK;
-    return secret_read_file(file_var, path, dst, size, errstr, errstr_size);
-}
-
-/* The value of an environment variable, or NULL when unset or empty. */
-static const char *env_value(const char *name)
-{
-    const char *v = getenv(name);
-    return (v && *v) ? v : NULL;
-}
-
-static enum ns_err set_kafka_prop(struct config *cfg, const char *name,
-                                  const char *value, char *errstr,
-                                  size_t errstr_size)
-{
-    for (size_t i = 0; i < cfg->kafka_prop_count; i++)
-        if (strcmp(cfg->kafka_props[2 * i], name) == 0) {
-            char *v = strdup(value);
-            if (!v)
-                return NS_ERR_NOMEM;
-            free(cfg->kafka_props[2 * i + 1]);
-            cfg->kafka_props[2 * i + 1] = v;
-            return NS_OK;
-        }
-    if (cfg->kafka_prop_count == CONFIG_MAX_KAFKA_PROPS) {
-        snprintf(errstr, errstr_size, "more than %d kafka properties",
-                 CONFIG_MAX_KAFKA_PROPS);
-        return NS_ERR_CONFIG;
-    }
-    cfg->kafka_props[2 * cfg->kafka_prop_count] = strdup(name);
-    cfg->kafka_props[2 * cfg->kafka_prop_count + 1] = strdup(value);
-    cfg->kafka_prop_count++;
-    if (!cfg->kafka_props[2 * cfg->kafka_prop_count - 2] ||
-        !cfg->kafka_props[2 * cfg->kafka_prop_count - 1])
-        return NS_ERR_NOMEM;
-    return NS_OK;
-}
 
 static enum ns_err parse_lanes(struct config *cfg, const char *list,
                                const char *where, char *errstr,
@@ -144,7 +25,7 @@ static enum ns_err parse_lanes(struct config *cfg, const char *list,
     char buf[256], *save = NULL, *tok;
 
     memset(cfg->lanes, 0, sizeof(cfg->lanes));
-    if (!copy_str(buf, sizeof(buf), list))
+    if (!config_copy_str(buf, sizeof(buf), list))
         return NS_ERR_CONFIG;
     for (tok = strtok_r(buf, ", ", &save); tok;
          tok = strtok_r(NULL, ", ", &save)) {
@@ -207,16 +88,6 @@ static enum ns_err kafka_prop_check(const char *path, int line,
     return err;
 }
 
-/* "path:line" of a setting, for error messages. */
-static void setting_where(config_t *lc, const char *name, const char *path,
-                          char *where, size_t size)
-{
-    config_setting_t *s = config_lookup(lc, name);
-
-    snprintf(where, size, "%s:%d", path, s ? config_setting_source_line(s)
-                                           : 0);
-}
-
 /* neo4j.password_file and postgres.password_file: the secret read from a
  * file, so the settings file itself can be shared. A password given
  * inline as well is an error. */
@@ -240,130 +111,18 @@ static enum ns_err load_file_secrets(struct config *cfg, config_t *lc,
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
         if (!config_lookup_string(lc, secrets[i].file_key, &str))
             continue;
-        setting_where(lc, secrets[i].file_key, path, where, sizeof(where));
+        config_setting_where(lc, secrets[i].file_key, path, where,
+                             sizeof(where));
         if (config_lookup(lc, secrets[i].inline_key)) {
             snprintf(errstr, errstr_size, "%s: %s and %s are both set; set "
                      "one", where, secrets[i].inline_key, secrets[i].file_key);
             return NS_ERR_CONFIG;
         }
-        if (secret_read_file(where, str, secrets[i].dst, secrets[i].size,
-                             errstr, errstr_size))
+        if (config_secret_read_file(where, str, secrets[i].dst, secrets[i].size,
+                                    errstr, errstr_size))
             return NS_ERR_CONFIG;
     }
     return NS_OK;
-}
-
-/* libpq's sslmode values. */
-static int pg_sslmode_valid(const char *mode)
-{
-    static const char *const modes[] = {"disable", "allow", "prefer",
-                                        "require", "verify-ca", "verify-full"};
-
-    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
-        if (strcmp(mode, modes[i]) == 0)
-            return 1;
-    return 0;
-}
-
-/* A CA file must be readable now: a typo should stop the worker at
- * start-up, not show up as a TLS error at the first connection. */
-static enum ns_err tls_file_check(const char *where, const char *path,
-                                  char *errstr, size_t errstr_size)
-{
-    if (access(path, R_OK) != 0) {
-        snprintf(errstr, errstr_size, "%s: could not read %s: %s", where,
-                 path, strerror(errno));
-        return NS_ERR_CONFIG;
-    }
-    return NS_OK;
-}
-
-/* TLS settings of one source (file or environment), checked as they come
- * in so that an error names where the value came from. */
-static enum ns_err tls_set(struct config *cfg, const char *where_mode,
-                           const char *mode, const char *where_root,
-                           const char *root, const char *where_ca,
-                           const char *ca, char *errstr, size_t errstr_size)
-{
-    if (mode) {
-        if (!pg_sslmode_valid(mode)) {
-            snprintf(errstr, errstr_size, "%s: unknown sslmode \"%s\" "
-                     "(disable, allow, prefer, require, verify-ca, "
-                     "verify-full)", where_mode, mode);
-            return NS_ERR_CONFIG;
-        }
-        copy_str(cfg->pg_sslmode, sizeof(cfg->pg_sslmode), mode);
-    }
-    if (root) {
-        if (!copy_str(cfg->pg_sslrootcert, sizeof(cfg->pg_sslrootcert),
-                      root)) {
-            snprintf(errstr, errstr_size, "%s: path too long", where_root);
-            return NS_ERR_CONFIG;
-        }
-        if (strcmp(root, "system") != 0 &&
-            tls_file_check(where_root, root, errstr, errstr_size))
-            return NS_ERR_CONFIG;
-    }
-    if (ca) {
-        if (!copy_str(cfg->neo4j_ca_file, sizeof(cfg->neo4j_ca_file), ca)) {
-            snprintf(errstr, errstr_size, "%s: path too long", where_ca);
-            return NS_ERR_CONFIG;
-        }
-        if (tls_file_check(where_ca, ca, errstr, errstr_size))
-            return NS_ERR_CONFIG;
-    }
-    return NS_OK;
-}
-
-/* postgres.sslmode, postgres.sslrootcert, neo4j.ca_file. */
-static enum ns_err load_file_tls(struct config *cfg, config_t *lc,
-                                 const char *path, char *errstr,
-                                 size_t errstr_size)
-{
-    const char *mode = NULL, *root = NULL, *ca = NULL;
-    char where_mode[600], where_root[600], where_ca[600];
-
-    config_lookup_string(lc, "postgres.sslmode", &mode);
-    config_lookup_string(lc, "postgres.sslrootcert", &root);
-    config_lookup_string(lc, "neo4j.ca_file", &ca);
-    setting_where(lc, "postgres.sslmode", path, where_mode,
-                  sizeof(where_mode));
-    setting_where(lc, "postgres.sslrootcert", path, where_root,
-                  sizeof(where_root));
-    setting_where(lc, "neo4j.ca_file", path, where_ca, sizeof(where_ca));
-    return tls_set(cfg, where_mode, mode, where_root, root, where_ca, ca,
-                   errstr, errstr_size);
-}
-
-/* The file's conninfo must parse, and may not carry the password: that
- * goes in postgres.password(_file) or NEXUS_WRITER_PASSWORD(_FILE), so
- * it is masked and never logged with the connection string. */
-static enum ns_err conninfo_check(const char *where, const char *conninfo,
-                                  char *errstr, size_t errstr_size)
-{
-    char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
-    enum ns_err err = NS_OK;
-
-    if (!opts) {
-        /* libpq's message ends in a line break */
-        snprintf(errstr, errstr_size, "%s: postgres.conninfo: %.*s", where,
-                 perr ? (int)strcspn(perr, "\n") : 13,
-                 perr ? perr : "out of memory");
-        err = NS_ERR_CONFIG;
-        goto cleanup;
-    }
-    for (PQconninfoOption *o = opts; o->keyword && !err; o++)
-        if (strcmp(o->keyword, "password") == 0 && o->val) {
-            snprintf(errstr, errstr_size, "%s: postgres.conninfo holds a "
-                     "password; use postgres.password_file or "
-                     "NEXUS_WRITER_PASSWORD_FILE", where);
-            err = NS_ERR_CONFIG;
-        }
-cleanup:
-    PQconninfoFree(opts);
-    PQfreemem(perr);
-    return err;
 }
 
 /* Kafka secrets from the environment (or *_FILE), for the librdkafka
@@ -383,48 +142,14 @@ static enum ns_err apply_env_kafka_secrets(struct config *cfg, char *errstr,
     for (size_t i = 0; !err && i < sizeof(secrets) / sizeof(secrets[0]);
          i++) {
         value[0] = '\0';
-        err = env_secret(secrets[i].env, value, sizeof(value), errstr,
-                         errstr_size);
+        err = config_env_secret(secrets[i].env, value, sizeof(value), errstr,
+                                errstr_size);
         if (!err && value[0])
-            err = set_kafka_prop(cfg, secrets[i].prop, value, errstr,
-                                 errstr_size);
+            err = config_set_kafka_prop(cfg, secrets[i].prop, value, errstr,
+                                        errstr_size);
     }
     memset(value, 0, sizeof(value));
     return err;
-}
-
-/* NEXUS_PG_SSLMODE, NEXUS_PG_SSLROOTCERT, NEXUS_NEO4J_CA_FILE. */
-static enum ns_err apply_env_tls(struct config *cfg, char *errstr,
-                                 size_t errstr_size)
-{
-    return tls_set(cfg, "NEXUS_PG_SSLMODE", env_value("NEXUS_PG_SSLMODE"),
-                   "NEXUS_PG_SSLROOTCERT", env_value("NEXUS_PG_SSLROOTCERT"),
-                   "NEXUS_NEO4J_CA_FILE", env_value("NEXUS_NEO4J_CA_FILE"),
-                   errstr, errstr_size);
-}
-
-/* Checks across settings, once every source is applied. */
-static enum ns_err config_check_tls(const struct config *cfg, char *errstr,
-                                    size_t errstr_size)
-{
-    char url[sizeof(cfg->neo4j_url) + 16];
-
-    if (cfg->neo4j_ca_file[0] && strncmp(cfg->neo4j_url, "https://", 8)) {
-        snprintf(errstr, errstr_size, "neo4j.ca_file (NEXUS_NEO4J_CA_FILE) "
-                 "is set but the Neo4j url %s is not https",
-                 log_url_text(cfg->neo4j_url, url, sizeof(url)));
-        return NS_ERR_CONFIG;
-    }
-    if (cfg->pg_sslrootcert[0] && (!cfg->pg_sslmode[0] ||
-        (strcmp(cfg->pg_sslmode, "verify-ca") &&
-         strcmp(cfg->pg_sslmode, "verify-full")))) {
-        snprintf(errstr, errstr_size, "postgres.sslrootcert "
-                 "(NEXUS_PG_SSLROOTCERT) is set but sslmode is \"%s\": the "
-                 "certificate is only checked with verify-ca or verify-full",
-                 cfg->pg_sslmode[0] ? cfg->pg_sslmode : "prefer");
-        return NS_ERR_CONFIG;
-    }
-    return NS_OK;
 }
 
 /* A comma list of times (convert_time_parse), ascending: the instants at
@@ -436,7 +161,7 @@ static enum ns_err parse_epochs(struct config *cfg, const char *list,
     char buf[CONFIG_MAX_EPOCHS * 40], *save = NULL, *tok;
 
     cfg->source_epoch_count = 0;
-    if (!copy_str(buf, sizeof(buf), list)) {
+    if (!config_copy_str(buf, sizeof(buf), list)) {
         snprintf(errstr, errstr_size, "%s: too many source epochs", where);
         return NS_ERR_CONFIG;
     }
@@ -468,79 +193,6 @@ int64_t config_source_epoch(const struct config *cfg, int64_t ts_ms)
     for (size_t i = 0; i < cfg->source_epoch_count; i++)
         epoch += ts_ms >= cfg->source_epochs_ms[i];
     return epoch;
-}
-
-/* Append " key='value'" with libpq's quoting (single quotes, backslash
- * escapes) at p, which has room for 2 * strlen(value) + strlen(key) + 5. */
-static char *conninfo_append(char *p, const char *key, const char *value)
-{
-    p += sprintf(p, " %s='", key);
-    for (const char *c = value; *c; c++) {
-        if (*c == '\'' || *c == '\\')
-            *p++ = '\\';
-        *p++ = *c;
-    }
-    *p++ = '\'';
-    *p = '\0';
-    return p;
-}
-
-/*
- * NEXUS_PG_HOST, NEXUS_PG_PORT, NEXUS_PG_DB, NEXUS_WRITER_USER: each sets
- * its own keyword of the conninfo (the file's, or the default) and leaves
- * the others as they are.
- */
-static enum ns_err apply_env_pg(struct config *cfg, char *errstr,
-                                size_t errstr_size)
-{
-    static const struct { const char *var, *keyword; } vars[] = {
-        {"NEXUS_PG_HOST", "host"}, {"NEXUS_PG_PORT", "port"},
-        {"NEXUS_PG_DB", "dbname"}, {"NEXUS_WRITER_USER", "user"},
-    };
-    PQconninfoOption *opts = NULL;
-    char *perr = NULL, built[sizeof(cfg->pg_conninfo)], *p = built;
-    enum ns_err err = NS_OK;
-    int any = 0;
-
-    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
-        any |= env_value(vars[i].var) != NULL;
-    if (!any)
-        return NS_OK;
-    opts = PQconninfoParse(cfg->pg_conninfo, &perr);
-    if (!opts) {
-        err = perr ? NS_ERR_CONFIG : NS_ERR_NOMEM;
-        snprintf(errstr, errstr_size, "postgres.conninfo: %s",
-                 perr ? perr : "out of memory");
-        goto cleanup;
-    }
-    *p = '\0';
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        const char *v = o->val;
-
-        for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
-            if (strcmp(o->keyword, vars[i].keyword) == 0 &&
-                env_value(vars[i].var))
-                v = env_value(vars[i].var);
-        if (!v)
-            continue;
-        if ((size_t)(p - built) + strlen(o->keyword) + 2 * strlen(v) + 5 >
-            sizeof(cfg->pg_conninfo) - 1) {
-            err = NS_ERR_CONFIG;
-            snprintf(errstr, errstr_size, "the PostgreSQL conninfo with "
-                     "NEXUS_PG_* applied is longer than %zu bytes",
-                     sizeof(cfg->pg_conninfo) - 1);
-            goto cleanup;
-        }
-        p = conninfo_append(p, o->keyword, v);
-    }
-    copy_str(cfg->pg_conninfo, sizeof(cfg->pg_conninfo),
-             built[0] == ' ' ? built + 1 : built);
-
-cleanup:
-    if (opts)
-        PQconninfoFree(opts);
-    PQfreemem(perr);
-    return err;
 }
 
 /* An optional integer setting of at least min: path:line on error. */
@@ -582,9 +234,9 @@ static enum ns_err load_file(struct config *cfg, const char *path,
         goto cleanup;
     }
     if (config_lookup_string(&lc, "mapping", &str))
-        copy_str(cfg->mapping_path, sizeof(cfg->mapping_path), str);
+        config_copy_str(cfg->mapping_path, sizeof(cfg->mapping_path), str);
     if (config_lookup_string(&lc, "group_id", &str))
-        copy_str(cfg->group_id, sizeof(cfg->group_id), str);
+        config_copy_str(cfg->group_id, sizeof(cfg->group_id), str);
     s = config_lookup(&lc, "lanes");
     if (s) {
         char list[256] = "";
@@ -680,18 +332,18 @@ static enum ns_err load_file(struct config *cfg, const char *path,
         err = kafka_prop_check(path, config_setting_source_line(p), k, v,
                                errstr, errstr_size);
         if (!err)
-            err = set_kafka_prop(cfg, k, v, errstr, errstr_size);
+            err = config_set_kafka_prop(cfg, k, v, errstr, errstr_size);
         if (err)
             goto cleanup;
     }
     if (config_lookup_string(&lc, "neo4j.url", &str))
-        copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url), str);
+        config_copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url), str);
     if (config_lookup_string(&lc, "neo4j.database", &str))
-        copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), str);
+        config_copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), str);
     if (config_lookup_string(&lc, "neo4j.user", &str))
-        copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), str);
+        config_copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), str);
     if (config_lookup_string(&lc, "neo4j.password", &str))
-        copy_str(cfg->neo4j_password, sizeof(cfg->neo4j_password), str);
+        config_copy_str(cfg->neo4j_password, sizeof(cfg->neo4j_password), str);
     if (config_lookup_int(&lc, "neo4j.timeout_ms", &n))
         cfg->neo4j_timeout_ms = n;
     s = config_lookup(&lc, "neo4j.api");
@@ -710,17 +362,18 @@ static enum ns_err load_file(struct config *cfg, const char *path,
     }
     if (config_lookup_string(&lc, "postgres.conninfo", &str)) {
         char where[600];
-        setting_where(&lc, "postgres.conninfo", path, where, sizeof(where));
-        err = conninfo_check(where, str, errstr, errstr_size);
+        config_setting_where(&lc, "postgres.conninfo", path, where,
+                             sizeof(where));
+        err = config_pg_conninfo_check(where, str, errstr, errstr_size);
         if (err)
             goto cleanup;
-        copy_str(cfg->pg_conninfo, sizeof(cfg->pg_conninfo), str);
+        config_copy_str(cfg->pg_conninfo, sizeof(cfg->pg_conninfo), str);
     }
     if (config_lookup_string(&lc, "postgres.password", &str))
-        copy_str(cfg->pg_password, sizeof(cfg->pg_password), str);
+        config_copy_str(cfg->pg_password, sizeof(cfg->pg_password), str);
     err = load_file_secrets(cfg, &lc, path, errstr, errstr_size);
     if (!err)
-        err = load_file_tls(cfg, &lc, path, errstr, errstr_size);
+        err = config_tls_load_file(cfg, &lc, path, errstr, errstr_size);
     if (err)
         goto cleanup;
     if (config_lookup_int(&lc, "metrics.port", &n)) {
@@ -735,9 +388,9 @@ static enum ns_err load_file(struct config *cfg, const char *path,
         cfg->metrics_port = n;
     }
     if (config_lookup_string(&lc, "metrics.bind", &str))
-        copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), str);
+        config_copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), str);
     if (config_lookup_string(&lc, "metrics.stats_dir", &str) &&
-        !copy_str(cfg->stats_dir, sizeof(cfg->stats_dir), str)) {
+        !config_copy_str(cfg->stats_dir, sizeof(cfg->stats_dir), str)) {
         snprintf(errstr, errstr_size, "%s: metrics.stats_dir is longer than "
                  "%zu bytes", path, sizeof(cfg->stats_dir) - 1);
         err = NS_ERR_CONFIG;
@@ -755,13 +408,13 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
     const char *v;
     enum ns_err err;
 
-    v = env_value("NEXUS_MAPPING");
+    v = config_env_value("NEXUS_MAPPING");
     if (v)
-        copy_str(cfg->mapping_path, sizeof(cfg->mapping_path), v);
-    v = env_value("NEXUS_GROUP_ID");
+        config_copy_str(cfg->mapping_path, sizeof(cfg->mapping_path), v);
+    v = config_env_value("NEXUS_GROUP_ID");
     if (v)
-        copy_str(cfg->group_id, sizeof(cfg->group_id), v);
-    v = env_value("NEXUS_LANES");
+        config_copy_str(cfg->group_id, sizeof(cfg->group_id), v);
+    v = config_env_value("NEXUS_LANES");
     if (v) {
         err = parse_lanes(cfg, v, "NEXUS_LANES", errstr, errstr_size);
         if (err)
@@ -783,14 +436,14 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
         env_int_min("NEXUS_RETRY_POISON_AFTER", &cfg->poison_after, 1,
                     errstr, errstr_size))
         return NS_ERR_CONFIG;
-    v = env_value("NEXUS_SOURCE_EPOCHS");
+    v = config_env_value("NEXUS_SOURCE_EPOCHS");
     if (v) {
         err = parse_epochs(cfg, v, "NEXUS_SOURCE_EPOCHS", errstr,
                            errstr_size);
         if (err)
             return err;
     }
-    v = env_value("NEXUS_LOG_LEVEL");
+    v = config_env_value("NEXUS_LOG_LEVEL");
     if (v) {
         cfg->log_level = log_level_parse(v);
         if (cfg->log_level < 0) {
@@ -799,10 +452,10 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
             return NS_ERR_CONFIG;
         }
     }
-    v = env_value("NEXUS_LOG_JSON");
+    v = config_env_value("NEXUS_LOG_JSON");
     if (v)
         cfg->log_json = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
-    v = env_value("NEXUS_METRICS_PORT");
+    v = config_env_value("NEXUS_METRICS_PORT");
     if (v) {
         char *end;
         long port = strtol(v, &end, 10);
@@ -813,33 +466,35 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
         }
         cfg->metrics_port = (int)port;
     }
-    v = env_value("NEXUS_METRICS_BIND");
-    if (v && !copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), v)) {
+    v = config_env_value("NEXUS_METRICS_BIND");
+    if (v &&
+        !config_copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), v)) {
         snprintf(errstr, errstr_size, "NEXUS_METRICS_BIND is too long");
         return NS_ERR_CONFIG;
     }
-    v = env_value("NEXUS_STATS_DIR");
-    if (v && !copy_str(cfg->stats_dir, sizeof(cfg->stats_dir), v)) {
+    v = config_env_value("NEXUS_STATS_DIR");
+    if (v && !config_copy_str(cfg->stats_dir, sizeof(cfg->stats_dir), v)) {
         snprintf(errstr, errstr_size, "NEXUS_STATS_DIR is longer than %zu "
                  "bytes", sizeof(cfg->stats_dir) - 1);
         return NS_ERR_CONFIG;
     }
-    v = env_value("NEXUS_KAFKA_BOOTSTRAP");
+    v = config_env_value("NEXUS_KAFKA_BOOTSTRAP");
     if (v) {
-        err = set_kafka_prop(cfg, "bootstrap.servers", v, errstr, errstr_size);
+        err = config_set_kafka_prop(cfg, "bootstrap.servers", v, errstr,
+                                    errstr_size);
         if (err)
             return err;
     }
-    v = env_value("NEXUS_NEO4J_URL");
+    v = config_env_value("NEXUS_NEO4J_URL");
     if (v)
-        copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url), v);
-    v = env_value("NEXUS_NEO4J_DB");
+        config_copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url), v);
+    v = config_env_value("NEXUS_NEO4J_DB");
     if (v)
-        copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), v);
-    v = env_value("NEXUS_NEO4J_USER");
+        config_copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), v);
+    v = config_env_value("NEXUS_NEO4J_USER");
     if (v)
-        copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), v);
-    v = env_value("NEXUS_NEO4J_API");
+        config_copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), v);
+    v = config_env_value("NEXUS_NEO4J_API");
     if (v) {
         cfg->neo4j_api = neo4j_api_parse(v);
         if (cfg->neo4j_api < 0) {
@@ -849,18 +504,18 @@ static enum ns_err apply_env(struct config *cfg, char *errstr,
             return NS_ERR_CONFIG;
         }
     }
-    err = env_secret("NEXUS_NEO4J_PASSWORD", cfg->neo4j_password,
-                     sizeof(cfg->neo4j_password), errstr, errstr_size);
+    err = config_env_secret("NEXUS_NEO4J_PASSWORD", cfg->neo4j_password,
+                            sizeof(cfg->neo4j_password), errstr, errstr_size);
     if (!err)
-        err = env_secret("NEXUS_WRITER_PASSWORD", cfg->pg_password,
-                         sizeof(cfg->pg_password), errstr, errstr_size);
+        err = config_env_secret("NEXUS_WRITER_PASSWORD", cfg->pg_password,
+                                sizeof(cfg->pg_password), errstr, errstr_size);
     if (!err)
         err = apply_env_kafka_secrets(cfg, errstr, errstr_size);
     if (!err)
-        err = apply_env_tls(cfg, errstr, errstr_size);
+        err = config_tls_apply_env(cfg, errstr, errstr_size);
     if (err)
         return err;
-    return apply_env_pg(cfg, errstr, errstr_size);
+    return config_pg_apply_env(cfg, errstr, errstr_size);
 }
 
 enum ns_err config_load(struct config *cfg, const char *path,
@@ -869,9 +524,9 @@ enum ns_err config_load(struct config *cfg, const char *path,
     enum ns_err err = NS_OK;
 
     memset(cfg, 0, sizeof(*cfg));
-    copy_str(cfg->worker, sizeof(cfg->worker), worker);
-    copy_str(cfg->mapping_path, sizeof(cfg->mapping_path),
-             "schemas/mapping.cfg");
+    config_copy_str(cfg->worker, sizeof(cfg->worker), worker);
+    config_copy_str(cfg->mapping_path, sizeof(cfg->mapping_path),
+                    "schemas/mapping.cfg");
     snprintf(cfg->group_id, sizeof(cfg->group_id), "nexus-%s", worker);
     cfg->batch_max_events = 1000;
     cfg->batch_max_ms = 50;
@@ -887,23 +542,24 @@ enum ns_err config_load(struct config *cfg, const char *path,
     cfg->tombstone_horizon_s = 7 * 24 * 3600;
     cfg->tombstone_prune_every_s = 600;
     cfg->log_level = NS_LOG_INFO;
-    copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url), "http://127.0.0.1:7474");
-    copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), "neo4j");
-    copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), "neo4j");
+    config_copy_str(cfg->neo4j_url, sizeof(cfg->neo4j_url),
+                    "http://127.0.0.1:7474");
+    config_copy_str(cfg->neo4j_db, sizeof(cfg->neo4j_db), "neo4j");
+    config_copy_str(cfg->neo4j_user, sizeof(cfg->neo4j_user), "neo4j");
     cfg->neo4j_timeout_ms = 60000;
     cfg->neo4j_api = NEO4J_API_AUTO;
-    copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), "0.0.0.0");
+    config_copy_str(cfg->metrics_bind, sizeof(cfg->metrics_bind), "0.0.0.0");
     snprintf(cfg->pg_conninfo, sizeof(cfg->pg_conninfo),
              "host=127.0.0.1 port=5432 dbname=contextnexus user=nexus_writer "
              "application_name=nexus-%s connect_timeout=5", worker);
-    err = set_kafka_prop(cfg, "bootstrap.servers", "127.0.0.1:9092", errstr,
-                         errstr_size);
+    err = config_set_kafka_prop(cfg, "bootstrap.servers", "127.0.0.1:9092",
+                                errstr, errstr_size);
     if (!err && path)
         err = load_file(cfg, path, errstr, errstr_size);
     if (!err)
         err = apply_env(cfg, errstr, errstr_size);
     if (!err)
-        err = config_check_tls(cfg, errstr, errstr_size);
+        err = config_tls_check(cfg, errstr, errstr_size);
     if (err == NS_ERR_NOMEM)
         snprintf(errstr, errstr_size, "out of memory");
     if (err)
@@ -950,11 +606,11 @@ char *config_pg_conninfo(const struct config *cfg)
     p = s + snprintf(s, size, "%s", cfg->pg_conninfo);
     /* later keywords win in libpq, so these override the conninfo's own */
     if (cfg->pg_sslmode[0])
-        p = conninfo_append(p, "sslmode", cfg->pg_sslmode);
+        p = config_conninfo_append(p, "sslmode", cfg->pg_sslmode);
     if (cfg->pg_sslrootcert[0])
-        p = conninfo_append(p, "sslrootcert", cfg->pg_sslrootcert);
+        p = config_conninfo_append(p, "sslrootcert", cfg->pg_sslrootcert);
     if (cfg->pg_password[0])
-        conninfo_append(p, "password", cfg->pg_password);
+        config_conninfo_append(p, "password", cfg->pg_password);
     return s;
 }
 

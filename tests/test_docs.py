@@ -27,7 +27,7 @@ C_DIRS = ("common", "workers", "tools", "bench")
 SCRIPT_PLACES = ("deploy", "tests", "bench", "Makefile", "docker-compose.yml")
 STACK_TABLE = "### Variables of the stack, the tests and the benchmark"
 
-LOOKUP = re.compile(r'\b(?:config_lookup\w*|file_int_min|setting_where)\s*\(([^;]*?)\)\s*[;,)|&]',
+LOOKUP = re.compile(r'\b(?:config_lookup\w*|file_int_min|(?:config_)?setting_where)\s*\(([^;]*?)\)\s*[;,)|&]',
                     re.S)
 STRING = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
 KEY = r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?"
@@ -43,11 +43,11 @@ def _strip_comments(src):
 
 
 def config_keys():
-    """The settings-file names common/config.c reads: the string literals
+    """The settings-file names common/config*.c read: the string literals
     handed to libconfig lookups (and to its helpers that look a name up),
     plus every literal `<section>.<key>` of a section seen there (keys
     named through a table, like neo4j.password_file)."""
-    src = _strip_comments((ROOT / "common" / "config.c").read_text())
+    src = _strip_comments("\n".join(p.read_text() for p in sorted((ROOT / "common").glob("config*.c"))))
     direct = set()
     for m in LOOKUP.finditer(src):
         for s in STRING.findall(m.group(1)):
@@ -70,7 +70,7 @@ def code_env_vars():
             src = _strip_comments(p.read_text())
             lits = {s for s in STRING.findall(src) if re.fullmatch(r"NEXUS_[A-Z0-9_]+", s)}
             names |= lits
-            if re.search(r"\benv_secret\s*\(", src):
+            if re.search(r"\b(?:config_)?env_secret\s*\(", src):
                 names |= {f"{s}_FILE" for s in lits if s.endswith("_PASSWORD")}
     return names
 
