@@ -515,7 +515,7 @@ static enum ns_err apply_split(struct neo4j_client *nc,
                                const struct apply_options *opts,
                                char *errstr, size_t errstr_size)
 {
-    int force = opts && opts->force_split;
+    int force = opts && opts->force_split, alike;
 
     for (size_t i = 0; i < n; i++) {
         enum neo4j_failure failure;
@@ -526,8 +526,7 @@ static enum ns_err apply_split(struct neo4j_client *nc,
             snprintf(errstr, errstr_size, "stopped applying %zu changes one "
                      "by one after %zu: asked to stop, or the partitions "
                      "were taken away", n, i);
-            for (size_t k = 0; k < n; k++)
-                memset(&results[k], 0, sizeof(results[k]));
+            memset(results, 0, n * sizeof(*results));
             return NS_ERR_NEO4J_TRANSIENT;
         }
         err = run_once(nc, map, changes, &i, 1, results, stats, &failure, why,
@@ -547,17 +546,17 @@ static enum ns_err apply_split(struct neo4j_client *nc,
      * times: then a canary decides. If Neo4j runs a statement of no
      * change, the changes are at fault, and each is FAILED, so that a
      * permanent error never holds a partition for ever. */
-    if (rejected_alike(results, n) && force && canary_accepted(nc)) {
+    alike = rejected_alike(results, n);
+    if (alike && force && canary_accepted(nc)) {
         log_msg(NS_LOG_WARN, "all %zu changes rejected alike, but Neo4j runs "
                 "other statements: taking the changes for the fault: %.400s",
                 n, results[0].reason);
         return NS_OK;
     }
-    if (rejected_alike(results, n)) {
+    if (alike) {
         snprintf(errstr, errstr_size, "all %zu changes rejected alike, "
                  "retrying the batch: %.400s", n, results[0].reason);
-        for (size_t i = 0; i < n; i++)
-            memset(&results[i], 0, sizeof(results[i]));
+        memset(results, 0, n * sizeof(*results));
         return NS_ERR_NEO4J_TRANSIENT;
     }
     return NS_OK;
@@ -574,10 +573,9 @@ enum ns_err apply_changes(struct neo4j_client *nc, const struct mapping *map,
     enum ns_err err;
 
     memset(stats, 0, sizeof(*stats));
-    for (size_t i = 0; i < n; i++)
-        memset(&results[i], 0, sizeof(results[i]));
     if (n == 0)
         return NS_OK;
+    memset(results, 0, n * sizeof(*results));
     if (opts && opts->force_split) {
         log_msg(NS_LOG_WARN, "applying a batch of %zu changes one by one, as "
                 "asked after repeated failures", n);
