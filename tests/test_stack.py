@@ -25,7 +25,7 @@ ENV_KEYS = [
     "NEXUS_CDC_USER", "NEXUS_CDC_PASSWORD",
     "NEXUS_KAFKA_BOOTSTRAP", "NEXUS_CONNECT_URL",
     "NEXUS_NEO4J_URL", "NEXUS_NEO4J_USER", "NEXUS_NEO4J_PASSWORD",
-    "NEXUS_TOPIC_PARTITIONS",
+    "NEXUS_TOPIC_PARTITIONS", "NEXUS_NEO4J_VERSION",
 ]
 
 
@@ -273,6 +273,30 @@ def isolated(tmp_path):
     p = run_stack("reset", env=env, timeout=600)
     assert p.returncode == 0, p.stderr
     assert server_processes(env["NEXUS_STACK_DIR"]) == []
+
+
+def test_neo4j_version_names_one_of_the_poms_or_is_refused(isolated):
+    """NEXUS_NEO4J_VERSION picks maven/neo4j*-pom.xml by version or series;
+    anything else is refused by name before a server starts."""
+    p = run_stack("up", env=dict(isolated, NEXUS_NEO4J_VERSION="4.4"), timeout=120)
+    assert p.returncode != 0
+    assert "NEXUS_NEO4J_VERSION='4.4' names no Neo4j" in p.stderr, p.stderr
+    assert server_processes(isolated["NEXUS_STACK_DIR"]) == []
+
+
+def test_a_stack_refuses_another_neo4j_than_its_data_was_made_by(isolated):
+    """Data written by 5.26 is not handed to 2026 (nor back) half-way: up
+    says which made it and what to do, and starts nothing."""
+    directory = isolated["NEXUS_STACK_DIR"]
+    os.makedirs(os.path.join(directory, "neo4j", "data"))
+    open(os.path.join(directory, ".nexus-stack"), "w").close()
+    with open(os.path.join(directory, "neo4j", "data", ".nexus-neo4j-version"), "w") as f:
+        f.write("5.26.30\n")
+    p = run_stack("up", env=dict(isolated, NEXUS_NEO4J_VERSION="2026"), timeout=120)
+    assert p.returncode != 0
+    assert "Neo4j data was made by 5.26.30" in p.stderr and "2026." in p.stderr, p.stderr
+    assert "use another NEXUS_STACK_DIR, or 'stack reset' first" in p.stderr, p.stderr
+    assert server_processes(directory) == []
 
 
 def test_failed_up_names_the_component_and_stops_what_it_started(isolated):
