@@ -54,6 +54,12 @@ def test_0001_bench_reduced_end_to_end(stack, tmp_path):
     for r in lat:
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"], r
         assert r["rows"] == r["rate"] and r["poll_period_mean_ms"] > 0, r
+        # where the time went, from the worker's stage histogram: every
+        # stage saw at least the rows of this rate, and the means add up
+        # to no more than the measured end-to-end worst case
+        assert set(r["stages"]) == {"capture", "kafka", "worker", "neo4j"}, r
+        assert all(v["changes"] >= r["rows"] and v["mean_ms"] >= 0 for v in r["stages"].values()), r
+        assert sum(v["mean_ms"] for v in r["stages"].values()) <= r["max_ms"] + 1, r
 
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -61,5 +67,8 @@ def test_0001_bench_reduced_end_to_end(stack, tmp_path):
     assert all(float(r["value"]) >= 0 for r in rows)
     summary = (out / "summary.md").read_text()
     assert "nexus/connector" in summary and "nexus/ceiling" in summary
+    assert "Where the time goes" in summary
+    ceilings = [r for r in runs if r["system"] == "ceiling"]
+    assert all(len(r["passes_s"]) == 2 and r["drain_s"] == min(r["passes_s"]) for r in ceilings), ceilings
     png = (out / "bench.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
